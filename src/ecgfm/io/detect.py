@@ -83,12 +83,19 @@ def _is_mat(head: bytes) -> bool:
 
 
 def companion_header(path: Path) -> Path | None:
-    """The WFDB header that describes a signal file or a record name, if there is one."""
-    candidates = [path.with_suffix(".hea"), Path(str(path) + ".hea")]
-    # Multi-file records: "00001_hr_1.dat" belongs to "00001_hr.hea" only via its header, so
-    # only exact-stem matches count here.
-    for candidate in candidates:
-        if candidate != path and candidate.is_file():
+    """The WFDB header beside a signal file (``x.dat``, ``x.mat``) that names it, if any."""
+    # Multi-file records name their files "<record>_1.dat", "<record>_2.dat" (PTB-XL FLAC).
+    split = path.with_name(re.sub(r"_\d+$", "", path.stem) + ".hea")
+    for candidate in (path.with_suffix(".hea"), Path(str(path) + ".hea"), split):
+        if candidate == path or not candidate.is_file():
+            continue
+        try:
+            with open(candidate, "rb") as fh:
+                text = fh.read(HEAD_BYTES * 8)
+        except OSError:
+            continue
+        # Only a header whose signal lines name this file describes it ("x.dat 16 ...").
+        if re.search(rb"(?m)^\s*" + re.escape(path.name.encode()) + rb"\s", text):
             return candidate
     return None
 
