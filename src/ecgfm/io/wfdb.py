@@ -472,6 +472,9 @@ def read_wfdb(path: Path, *, leads: Sequence[str] | None = None) -> ECG:
         **parsed,
     )
     ecg_leads = tuple(lead_names[i] for i in keep)
+    renamed = {names[i]: lead_names[i] for i in keep if names[i].upper() != str(lead_names[i]).upper()}
+    if renamed:
+        extra["channel_names"] = renamed  # e.g. MIT-BIH's modified lead MLII read as II
     if mask.all():
         return ECG(signal, fs, ecg_leads, meta)
     return ECG(np.where(mask, signal, 0.0), fs, ecg_leads, meta, mask)
