@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
-from conftest import data_path
 
 import ecgfm
+from conftest import data_path
 from ecgfm import ReadError
 from ecgfm.io.wfdb import read_annotations, read_delineation, read_header
 
@@ -64,7 +64,7 @@ def test_cinc_record_line_with_file_extension_is_parsed(tmp_path: Path) -> None:
     shutil.copy(src.with_suffix(".mat"), tmp_path / "E07500.mat")
     text = src.read_text().replace("E07500 12 500 5000", "E07500.mat 12 500 5000", 1)
     (tmp_path / "E07500.hea").write_text(text)
-    with pytest.raises(Exception):  # the wfdb package refuses this header
+    with pytest.raises(ValueError, match="invalid syntax in record line"):  # wfdb refuses it
         wfdb.rdheader(str(tmp_path / "E07500"))
     ecg = ecgfm.read(tmp_path / "E07500.hea")
     assert ecg.meta.record_id == "E07500"
