@@ -45,7 +45,7 @@ def register_reader(name: str, description: str, target: str) -> None:
 register_reader("wfdb", "PhysioNet WFDB records (formats 16, 212, 516 FLAC, multi-segment), incl. CinC .mat+.hea", "ecgfm.io.wfdb:read_wfdb")
 register_reader("mat", "MATLAB .mat arrays without a WFDB header (CPSC 2018/2019 variants)", "ecgfm.io.mat:read_mat")
 register_reader("hl7_aecg", "HL7 annotated ECG (aECG) XML, incl. FDA variants", "ecgfm.io.hl7_aecg:read_hl7_aecg")
-register_reader("philips_xml", "Philips Sierra ECG XML 1.03 (XLI-compressed), 1.04, 1.04.01", "ecgfm.io.philips:read_philips_xml")
+register_reader("philips_xml", "Philips Sierra ECG XML 1.03, 1.04, 1.04.01 (XLI-compressed or plain)", "ecgfm.io.philips:read_philips_xml")
 register_reader("muse_xml", "GE MUSE resting ECG XML (rhythm and median waveforms)", "ecgfm.io.muse:read_muse_xml")
 register_reader("dicom", "DICOM 12-lead / general ECG Waveform Storage", "ecgfm.io.dicom:read_dicom")
 register_reader("scp_ecg", "SCP-ECG (EN 1064 / ISO 11073-91064), Huffman and difference coded", "ecgfm.io.scp:read_scp")

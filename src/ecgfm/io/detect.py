@@ -35,18 +35,22 @@ def _first_xml_element(head: bytes) -> str | None:
     pos = 0
     while pos < len(text):
         if text.startswith(b"<?", pos):
-            end = text.find(b"?>", pos)
+            end, skip = text.find(b"?>", pos), 2
         elif text.startswith(b"<!--", pos):
-            end = text.find(b"-->", pos)
+            end, skip = text.find(b"-->", pos), 3
         elif text.startswith(b"<!", pos):
-            end = text.find(b">", pos)
+            bracket, end = text.find(b"[", pos), text.find(b">", pos)
+            if 0 <= bracket < end:  # an internal DTD subset: its declarations contain '>'
+                close = text.find(b"]", bracket)
+                end = text.find(b">", close) if close >= 0 else -1
+            skip = 1
         else:
             match = _XML_ROOT.match(text, pos)
             return match.group(1).decode("ascii", "replace") if match else None
         if end < 0:
             return None
-        pos = end + 2
-        while pos < len(text) and text[pos : pos + 1] in (b">", b" ", b"\n", b"\r", b"\t"):
+        pos = end + skip
+        while pos < len(text) and text[pos : pos + 1] in (b" ", b"\n", b"\r", b"\t"):
             pos += 1
     return None
 
