@@ -20,16 +20,16 @@ from ecgfm.errors import ReadError
 from ecgfm.io._limits import check_declared_size
 from ecgfm.leads import canonical_leads
 from ecgfm.record import ECG, Metadata
+from ecgfm.units import mv_per_unit
 
-_UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "v": 1e3}
 _TIME_COLUMNS = {"time", "time_s", "t", "seconds", "sec", "time [s]"}
 
 
 def _scale(units: str, path: Path) -> float:
-    try:
-        return _UNITS_TO_MV[units.strip().lower()]
-    except KeyError:
-        raise ReadError(path, f"unknown units {units!r} (known: mV, uV, V)") from None
+    factor = mv_per_unit(units)
+    if factor is None:
+        raise ReadError(path, f"unknown units {units!r} (known: mV, uV, V)")
+    return factor
 
 
 def _require(path: Path, fs: float | None, leads: Sequence[str] | None, n_rows: int) -> tuple[float, tuple[str, ...]]:

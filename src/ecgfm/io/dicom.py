@@ -25,6 +25,7 @@ from ecgfm.errors import ReadError, ValidationError
 from ecgfm.io._limits import check_declared_size
 from ecgfm.leads import canonical_lead
 from ecgfm.record import ECG, Metadata
+from ecgfm.units import mv_per_unit
 
 # SOP classes that carry ECG leads (PS3.4 B.5). Other waveform IODs (hemodynamic, audio,
 # arterial pulse, respiratory) hold no ECG leads in the sense of this package.
@@ -50,13 +51,6 @@ _MDC_PARTITION_ECG = 2
 _SCPECG_LEAD = re.compile(r"^5\.6\.3-9-(\d+)$")
 _MDC_LEAD = re.compile(r"^2:(\d+)$")
 
-# Channel sensitivity units (UCUM code values and their code meanings) to millivolts.
-_TO_MV = {
-    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
-    "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-    "v": 1e3, "volt": 1e3, "volts": 1e3,
-    "nv": 1e-6, "nanovolt": 1e-6, "nanovolts": 1e-6,
-}
 
 # (WaveformBitsAllocated, WaveformSampleInterpretation) -> numpy dtype without byte order.
 _DTYPES = {
@@ -391,9 +385,9 @@ def _unit_to_mv(path: Path, channel: Any, where: str) -> float:
         raise ReadError(path, f"{where} has no ChannelSensitivityUnitsSequence, so its units are unknown")
     unit = units[0]
     for text in (unit.get("CodeValue"), unit.get("CodeMeaning")):
-        key = str(text or "").strip().lower()
-        if key in _TO_MV:
-            return _TO_MV[key]
+        factor = mv_per_unit(str(text or ""))
+        if factor is not None:
+            return factor
     raise ReadError(
         path,
         f"{where}: channel sensitivity unit {unit.get('CodeValue')!r} "

@@ -28,12 +28,12 @@ from ecgfm.errors import ReadError, ValidationError
 from ecgfm.io._limits import check_declared_size
 from ecgfm.leads import canonical_lead
 from ecgfm.record import ECG, Metadata
+from ecgfm.units import mv_per_unit
 
 ANNOTATION_LABEL = "EDF Annotations"
 Annotation = tuple[float, float | None, str]  # (onset s, duration s or None, text)
 
 # Physical dimensions of a voltage, as written in EDF headers, to millivolts.
-_TO_MV = {"uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "mv": 1.0, "v": 1e3, "nv": 1e-6}
 # Electrode-pair spellings of the bipolar limb leads (EDF+ "ECG LA-RA" style labels).
 _ELECTRODE_PAIRS = {"LA-RA": "I", "LL-RA": "II", "LL-LA": "III"}
 _ECG_LABEL = re.compile(r"^(?:ECG|EKG)(?P<sep>[\s_:\-.]*)(?P<rest>.*)$", re.IGNORECASE)
@@ -389,7 +389,7 @@ def _classify(label: str, dimension: str, lead_names: Mapping[str, str], source:
             lead = canonical_lead(rest, source=source)
         except ValidationError:
             lead = None
-    is_voltage = dimension.strip().lower() in _TO_MV
+    is_voltage = mv_per_unit(dimension) is not None
     if lead is not None and (is_voltage or is_ecg):
         return lead, None
     if is_ecg:
@@ -404,14 +404,14 @@ def _classify(label: str, dimension: str, lead_names: Mapping[str, str], source:
 
 
 def _to_mv(path: Path, sig: EdfSignal) -> float:
-    unit = sig.dimension.strip().lower()
-    if unit not in _TO_MV:
+    factor = mv_per_unit(sig.dimension)
+    if factor is None:
         raise ReadError(
             path,
             f"header field 'physical dimension' of signal {sig.label!r} is {sig.dimension!r}; "
             "expected a voltage (uV, mV or V)",
         )
-    return _TO_MV[unit]
+    return factor
 
 
 def _snap_rate(samples: int, duration_text: str, duration: float) -> float:

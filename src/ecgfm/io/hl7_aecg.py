@@ -46,13 +46,13 @@ from ecgfm.io._limits import check_declared_size
 from ecgfm.io._xml import parse_xml
 from ecgfm.leads import canonical_lead
 from ecgfm.record import ECG, Metadata
+from ecgfm.units import mv_per_unit
 
 # HL7 ActCode series codes for the two kinds of waveform a file may carry.
 SERIES_CODES = {"rhythm": "RHYTHM", "median": "REPRESENTATIVE_BEAT"}
 _TIME_CODES = ("TIME_ABSOLUTE", "TIME_RELATIVE")
 
 # UCUM units (case as UCUM writes them, plus the micro-sign spellings seen in the wild).
-_VOLTS_TO_MV = {"nV": 1e-6, "uV": 1e-3, "µV": 1e-3, "μV": 1e-3, "mV": 1.0, "V": 1e3}
 _TO_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6}
 _AGE_UNITS_TO_YEARS = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25, "h": 1 / 8766}
 _REPORTED_AGE = "21612-7"  # LOINC "Age - Reported"
@@ -306,7 +306,8 @@ def _physical(
             raise ReadError(path, f"{where}: SLIST_PQ has no <{name}>")
         return default
     raw, unit = element.get("value"), (element.get("unit") or "").strip()
-    if unit not in _VOLTS_TO_MV:
+    factor = mv_per_unit(unit)
+    if factor is None:
         raise ReadError(
             path, f"{where}: {name} unit {unit!r} is not a voltage unit (expected uV, mV or V)"
         )
@@ -316,7 +317,7 @@ def _physical(
         raise ReadError(path, f"{where}: {name} value {raw!r} is not a number") from None
     if not math.isfinite(value):
         raise ReadError(path, f"{where}: {name} value {raw!r} is not finite")
-    return value * _VOLTS_TO_MV[unit]
+    return value * factor
 
 
 def _decode_lead(path: Path, where: str, value: ET.Element) -> np.ndarray:

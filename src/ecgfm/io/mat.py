@@ -21,8 +21,7 @@ from ecgfm.errors import ReadError
 from ecgfm.io._limits import check_declared_size
 from ecgfm.leads import STANDARD_12
 from ecgfm.record import ECG, Metadata
-
-_UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "v": 1e3}
+from ecgfm.units import mv_per_unit
 
 
 def _loadmat(path: Path) -> dict[str, Any]:
@@ -116,9 +115,9 @@ def read_mat(
     if gain is not None:
         signal = signal / gain
     else:
-        try:
-            signal = signal * _UNITS_TO_MV[units.lower()]
-        except KeyError:
-            raise ReadError(path, f"unknown units {units!r} (known: mV, uV, V)") from None
+        factor = mv_per_unit(units)
+        if factor is None:
+            raise ReadError(path, f"unknown units {units!r} (known: mV, uV, V)")
+        signal = signal * factor
     meta = Metadata(record_id=path.stem, source_format="mat", source_path=str(path), extra=notes, **meta_fields)
     return ECG.with_gaps(signal, fs, tuple(leads), meta)

@@ -44,23 +44,10 @@ from ecgfm.io._limits import check_declared_size
 from ecgfm.io._xml import parse_xml, text
 from ecgfm.leads import canonical_lead
 from ecgfm.record import ECG, Metadata
+from ecgfm.units import mv_per_unit
 
 WAVEFORM_TYPES = {"rhythm": "Rhythm", "median": "Median"}
 
-_UNITS_TO_MV = {
-    "MICROVOLTS": 1e-3,
-    "MICROVOLT": 1e-3,
-    "UV": 1e-3,
-    "MILLIVOLTS": 1.0,
-    "MILLIVOLT": 1.0,
-    "MV": 1.0,
-    "VOLTS": 1e3,
-    "VOLT": 1e3,
-    "V": 1e3,
-    "NANOVOLTS": 1e-6,
-    "NANOVOLT": 1e-6,
-    "NV": 1e-6,
-}
 _AGE_UNITS_TO_YEARS = {
     "YEARS": 1.0,
     "MONTHS": 1 / 12,
@@ -312,13 +299,14 @@ def _decode_lead(path: Path, where: str, lead_data: ET.Element, check_crc: bool)
         raise ReadError(path, f"{where}: LeadAmplitudeUnitsPerBit {scale} is not positive")
     # restecg.dtd makes MICROVOLTS the default unit.
     units = (text(lead_data, "LeadAmplitudeUnits") or "MICROVOLTS").upper()
-    if units not in _UNITS_TO_MV:
+    factor = mv_per_unit(units)
+    if factor is None:
         raise ReadError(
             path,
             f"{where}: LeadAmplitudeUnits {units!r} is not a voltage unit (expected MICROVOLTS)",
         )
     counts = np.frombuffer(payload, dtype=f"<i{size}")
-    return counts * (per_bit * _UNITS_TO_MV[units])
+    return counts * (per_bit * factor)
 
 
 # -- metadata --------------------------------------------------------------------------------

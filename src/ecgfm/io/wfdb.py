@@ -24,6 +24,7 @@ from ecgfm.io._limits import check_declared_size
 from ecgfm.io.detect import companion_header
 from ecgfm.leads import canonical_lead
 from ecgfm.record import ECG, Metadata
+from ecgfm.units import mv_per_unit
 
 DEFAULT_GAIN = 200.0  # ADC units per physical unit when a header gives gain 0 (WFDB convention)
 MAX_HEADER_BYTES = 1 << 20
@@ -34,8 +35,6 @@ _FLAC = {"508": 8, "516": 16, "524": 24}
 _MISSING = {"212": -2048, "24": -(2**23), "508": -128, "516": -(2**15), "524": -(2**23)}
 _FAST_FORMATS = set(_ALIGNED) | set(_FLAC) | {"212", "24"}
 
-# Physical units, as written in headers, to millivolts.
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolts": 1e-3, "nv": 1e-6, "v": 1e3, "volts": 1e3}
 
 _RECORD_LINE = re.compile(
     r"^(?P<name>[^\s/]+)(?:/(?P<n_seg>\d+))?\s+(?P<n_sig>\d+)"
@@ -406,7 +405,7 @@ def lead_names_for(channel_names: Sequence[str], units: Sequence[str], source: s
         return ["I"], notes
     names: list[str | None] = []
     for name, unit in zip(channel_names, units):
-        if unit.strip().lower() not in _TO_MV:
+        if mv_per_unit(unit) is None:
             names.append(None)
             notes.setdefault("dropped_channels", []).append(f"{name} ({unit})")
             continue
@@ -418,10 +417,10 @@ def lead_names_for(channel_names: Sequence[str], units: Sequence[str], source: s
 
 
 def _to_mv(unit: str, source: str) -> float:
-    try:
-        return _TO_MV[unit.strip().lower()]
-    except KeyError:
-        raise ReadError(source, f"unknown physical unit {unit!r} for an ECG lead") from None
+    factor = mv_per_unit(unit)
+    if factor is None:
+        raise ReadError(source, f"unknown physical unit {unit!r} for an ECG lead")
+    return factor
 
 
 # -- the reader ------------------------------------------------------------------------------
