@@ -6,6 +6,7 @@ what it wrote (the header, for WFDB). What it writes reads back with :func:`ecgf
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable
@@ -37,12 +38,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 @_writer("npz")
 def write_npz(ecg: ECG, path: Path) -> Path:
     """ecgfm's container: ``signal`` float32 mV, ``fs``, ``leads``, ``meta`` JSON, ``mask``."""
-    import io
-
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path / f"{_stem(ecg)}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _target(ecg, path, ".npz")
     arrays = {
         "signal": ecg.signal,
         "fs": np.float64(ecg.fs),
@@ -60,15 +56,10 @@ def write_npz(ecg: ECG, path: Path) -> Path:
 @_writer("csv")
 def write_csv(ecg: ECG, path: Path) -> Path:
     """CSV with a ``time_s`` column and one column per lead (mV, 6 decimals)."""
-    path = Path(path)
-    if path.suffix != ".csv":
-        path = path / f"{_stem(ecg)}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _target(ecg, path, ".csv")
     t = np.arange(ecg.n_samples) / ecg.fs
     signal = ecg.signal if ecg.mask is None else np.where(ecg.mask, ecg.signal, np.nan)
     table = np.column_stack([t, signal.T])
-    import io
-
     buffer = io.StringIO()
     np.savetxt(buffer, table, delimiter=",", fmt=["%.9g"] + ["%.6f"] * ecg.n_leads, header="time_s," + ",".join(ecg.leads), comments="")
     _atomic_write_bytes(path, buffer.getvalue().encode())
@@ -109,6 +100,15 @@ def write_wfdb(ecg: ECG, path: Path) -> Path:
     header = folder / f"{record}.hea"
     _atomic_write_bytes(header, ("\n".join(lines) + "\n").encode())
     return header
+
+
+def _target(ecg: ECG, path: Path, suffix: str) -> Path:
+    """``path`` itself when it names a ``suffix`` file, else ``<record id><suffix>`` inside it."""
+    path = Path(path)
+    if path.suffix != suffix:
+        path = path / f"{_stem(ecg)}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _stem(ecg: ECG) -> str:
