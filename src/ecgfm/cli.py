@@ -187,7 +187,7 @@ def _format_info(d: dict[str, Any]) -> str:
     if who:
         lines.append(f"  record    {who}")
     if meta.get("interpretation"):
-        text = meta["interpretation"]
+        text = "; ".join(line.strip() for line in meta["interpretation"].splitlines() if line.strip())
         lines.append(f"  report    {text[:200]}{'...' if len(text) > 200 else ''}")
     if "quality" in d:
         q = d["quality"]
