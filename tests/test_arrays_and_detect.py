@@ -139,3 +139,14 @@ def test_xml_root_is_found_after_doctype_with_internal_subset(tmp_path: Path) ->
     assert ecgfm.detect_format(tmp_path / "a.xml") == "hl7_aecg"
     (tmp_path / "b.xml").write_bytes(b'<!-- c --><!DOCTYPE RestingECG SYSTEM "restecg.dtd"><RestingECG/>')
     assert ecgfm.detect_format(tmp_path / "b.xml") == "muse_xml"
+
+
+def test_cpsc2018_struct_layout(tmp_path: Path) -> None:
+    """CPSC 2018 stores a struct ECG with sex, age and data [12, samples] in mV at 500 Hz."""
+    import scipy.io
+
+    data = np.random.default_rng(1).normal(0, 0.3, (12, 3000))
+    scipy.io.savemat(tmp_path / "A0001.mat", {"ECG": {"sex": "Female", "age": 74.0, "data": data}})
+    ecg = ecgfm.read(tmp_path / "A0001.mat")
+    assert (ecg.fs, ecg.leads, ecg.meta.sex, ecg.meta.age) == (500.0, ecgfm.STANDARD_12, "F", 74.0)
+    np.testing.assert_allclose(ecg.signal, data, atol=1e-6)
