@@ -73,3 +73,18 @@ def test_unknown_output_format_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["info", "plot", "convert", "formats"])
 def test_help(command: str) -> None:
     assert ecgfm(command, "--help").returncode == 0
+
+
+def test_labels_catalogue_search_in_german() -> None:
+    result = ecgfm("labels", "catalogue", "vorhofflimmern")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split()[:2] == ["AFIB", "rhythm"]
+
+
+def test_labels_catalogue_extended_by_a_user_csv(tmp_path: Path) -> None:
+    extra = tmp_path / "mine.csv"
+    extra.write_text("id,name,category\nBRUGADA1,Brugada pattern type 1,repolarisation\n")
+    result = ecgfm("labels", "catalogue", "brugada", "--catalogue", str(extra), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["id"] == "BRUGADA1"
+    assert ecgfm("labels", "catalogue", "--category", "nonsense").returncode == 2

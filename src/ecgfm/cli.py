@@ -261,6 +261,15 @@ def formats() -> None:
         typer.echo(f"{reader.name:<{width}}  {reader.description}")
 
 
+def _add_subcommands() -> None:
+    from ecgfm.labels.cli import app as labels_app
+
+    app.add_typer(labels_app, name="labels")
+
+
+_add_subcommands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
