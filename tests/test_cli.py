@@ -83,8 +83,8 @@ def test_labels_catalogue_search_in_german() -> None:
 
 def test_labels_catalogue_extended_by_a_user_csv(tmp_path: Path) -> None:
     extra = tmp_path / "mine.csv"
-    extra.write_text("id,name,category\nBRUGADA1,Brugada pattern type 1,repolarisation\n")
-    result = ecgfm("labels", "catalogue", "brugada", "--catalogue", str(extra), "--json")
+    extra.write_text("id,name,category\nXEPSILON,epsilon wave pattern of the right precordium,morphology\n")
+    result = ecgfm("labels", "catalogue", "epsilon wave", "--catalogue", str(extra), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[0])["id"] == "BRUGADA1"
+    assert json.loads(result.stdout.splitlines()[0])["id"] == "XEPSILON"
     assert ecgfm("labels", "catalogue", "--category", "nonsense").returncode == 2
