@@ -282,12 +282,16 @@ def _physical_fast(header: Header, hea: Path) -> tuple[np.ndarray, np.ndarray]:
             raise ReadError(hea, f"{name} holds {digital.shape[0]} samples per signal, others {n}")
         for column, i in enumerate(idx):
             blocks[i] = digital[:, column]
-    digital = np.stack([blocks[i] for i in range(header.n_signals)])
+    if len(files) == 1 and list(files.values())[0] == list(range(header.n_signals)):
+        digital = digital.T  # one file in header order (the usual case): a view, no copy
+    else:
+        digital = np.stack([blocks[i] for i in range(header.n_signals)])
     missing_value = np.array([_MISSING.get(s.fmt, _ALIGNED.get(s.fmt, (None, None))[1]) for s in header.signals])
     observed = digital != missing_value[:, None]
     gain = np.array([s.gain for s in header.signals], np.float64)[:, None]
     baseline = np.array([s.baseline for s in header.signals], np.float64)[:, None]
-    physical = (digital - baseline) / gain
+    physical = np.subtract(digital, baseline, order="C")
+    physical /= gain
     return physical, observed
 
 
@@ -458,8 +462,10 @@ def read_wfdb(path: Path, *, leads: Sequence[str] | None = None) -> ECG:
     if not keep:
         raise ReadError(hea, f"no ECG channels (channels: {', '.join(names)})")
     scale = np.array([_to_mv(units[i], str(hea)) for i in keep])[:, None]
-    signal = (physical[keep] * scale).astype(np.float32)
-    mask = observed[keep]
+    everything = len(keep) == len(lead_names)
+    signal = physical if everything else physical[keep]
+    signal = (signal if np.all(scale == 1.0) else signal * scale).astype(np.float32)
+    mask = observed if everything else observed[keep]
     parsed = _parse_comments(header.comments)
     extra = {**parsed.pop("extra"), **notes}
     meta = Metadata(
