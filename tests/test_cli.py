@@ -88,3 +88,32 @@ def test_labels_catalogue_extended_by_a_user_csv(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])["id"] == "XEPSILON"
     assert ecgfm("labels", "catalogue", "--category", "nonsense").returncode == 2
+
+
+def test_labels_extract_one_report() -> None:
+    result = ecgfm("labels", "extract", "Vorhofflimmern. Kein Hinweis auf Infarkt.")
+    assert result.returncode == 0, result.stderr
+    found = {f["id"]: f["status"] for f in map(json.loads, result.stdout.splitlines())}
+    assert found == {"AFIB": "present", "MI": "negated"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_labels_extract_a_csv_of_reports(tmp_path: Path, suffix: str) -> None:
+    reports = tmp_path / "reports.csv"
+    reports.write_text('id,report\n7,"sinus rhythm. left ventricular hypertrophy."\n8,"normales ekg"\n9,""\n')
+    out = tmp_path / f"labels{suffix}"
+    result = ecgfm("labels", "extract", "--csv", str(reports), "--id-column", "id", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "for 2 of 3 reports" in result.stdout
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert {(r["record"], r["id"]) for r in rows} == {("7", "SR"), ("7", "LVH"), ("8", "NORM")}
+        lvh = next(r for r in rows if r["id"] == "LVH")
+        assert reports.read_text().splitlines()[1].split(",", 1)[1].strip('"')[lvh["start"]:lvh["end"]] == "left ventricular hypertrophy"
+
+
+def test_labels_extract_reports_a_missing_column(tmp_path: Path) -> None:
+    reports = tmp_path / "reports.csv"
+    reports.write_text("id,text\n1,x\n")
+    result = ecgfm("labels", "extract", "--csv", str(reports), "--out", str(tmp_path / "o.csv"))
+    assert result.returncode == 2 and "no column 'report'" in result.stderr
