@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 FS, LOW, HIGH, ORDER, MAINS, Q = 500.0, 0.5, 100.0, 2, 50.0, 30.0
@@ -161,23 +162,6 @@ def kernel_times(paths: list[Path]) -> list[float]:
         x = (x - x.mean(axis=-1, keepdims=True)) / np.maximum(x.std(axis=-1, keepdims=True), 1e-6)
         times.append(time.perf_counter() - t0)
     return times
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import scipy
-
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-        "numpy": np.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
-    }
 
 
 def markdown(r: dict) -> str:

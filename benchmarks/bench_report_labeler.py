@@ -24,7 +24,6 @@ import csv
 import hashlib
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -32,6 +31,8 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FOLDS = (9, 10)
@@ -238,25 +239,13 @@ def show_errors(reports: list[Report], labeler, code: str, limit: int = 40) -> N
             print(f"  {r.ecg_id} {' '.join(r.text.split())!r}\n      truth={sorted(r.codes)} found=[{found}]")
 
 
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
-
-
 def markdown(result: dict) -> str:
     lines = []
     test, dev = result.get("test"), result.get("dev")
     lines.append("# Report labeler on PTB-XL reports\n")
     lines.append(f"Command: `{result['command']}`  ")
     m = result["machine"]
-    lines.append(f"Machine: {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, {m['platform']}  ")
+    lines.append(f"Machine: {m['cpu']} ({m['cores']} CPUs), Python {m['python']}, {m['platform']}  ")
     lines.append(f"Rules: {result['rules']['conditions']} condition rules, {result['rules']['cues']} cues, "
                  f"{result['rules']['clauses']} clause rules in `src/ecgfm/labels/rules/` (sha256 of the .tsv files "
                  f"`{result['rules']['sha256'][:16]}`)\n")
