@@ -28,7 +28,7 @@ app = typer.Typer(
 T = TypeVar("T")
 MAX_EXIT = 100
 # Files a folder walk passes over without comment: parts of a WFDB record, docs, checksums.
-_SKIP_SUFFIXES = {".dat", ".atr", ".md", ".txt", ".csv.gz", ".zip", ".xsd", ".xlsx", ".json", ".py", ".sha256", ".pdf", ".png"}
+_SKIP_SUFFIXES = {".dat", ".atr", ".md", ".txt", ".gz", ".zip", ".xsd", ".xlsx", ".json", ".py", ".sha256", ".pdf", ".png"}
 
 
 def _err(message: str) -> None:
