@@ -43,7 +43,7 @@ from ecgfm.labels.mappers import (
     ptbxl_groups,
 )
 
-_LAZY = {"label_report": "ecgfm.labels.report"}
+_LAZY = {"label_report": "ecgfm.labels.report", "default_learned_labeler": "ecgfm.labels.learned"}
 
 
 def __getattr__(name: str) -> Any:
@@ -56,7 +56,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CATALOGUE_VERSION", "CATEGORIES", "Catalogue", "CatalogueError", "Condition", "LabelMap",
-    "UnknownLabelError", "label_report", "load_catalogue", "map_cinc2017", "map_cinc_dx",
+    "UnknownLabelError", "default_learned_labeler", "label_report", "load_catalogue", "map_cinc2017", "map_cinc_dx",
     "map_cpsc2021_episodes", "map_ludb", "map_mitbih_beats", "map_ptbxl_scp", "map_rhythm_notes",
     "ptbxl_groups",
 ]
