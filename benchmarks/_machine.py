@@ -24,3 +24,21 @@ def machine() -> dict[str, object]:
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "numpy": numpy.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
     }
+
+
+def write_results(out: Path, name: str, result: dict, page: str, marker: str | None = None) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out``.
+
+    When ``marker`` is given, everything from that line on in the existing page (a hand-written
+    analysis) is kept below the regenerated figures.
+    """
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    md = out / f"{name}.md"
+    kept = ""
+    if marker and md.exists() and marker in (old := md.read_text(encoding="utf-8")):
+        kept = "\n" + old[old.index(marker):]
+    md.write_text(page + kept, encoding="utf-8")
+    print(f"wrote {out / name}.json and .md")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import bench_report_labeler as rb
-from _machine import machine
+from _machine import machine, write_results
 
 ROOT = rb.ROOT
 DEV_FOLDS = tuple(range(1, 9))
@@ -252,14 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     rows["learned + rule features"]["throughput"] = throughput(model, texts)
     print(f"throughput: rules {rows['rules']['throughput']['reports_per_s_median']:,.0f} reports/s, shipped model "
           f"{rows['learned + rule features']['throughput']['reports_per_s_median']:,.0f} reports/s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learned_labeler.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    page = args.out / "learned_labeler.md"
-    analysis = ""
-    if page.exists() and ANALYSIS_MARKER in (old := page.read_text(encoding="utf-8")):
-        analysis = old[old.index(ANALYSIS_MARKER):]
-    page.write_text(markdown(result) + ("\n" + analysis if analysis else ""), encoding="utf-8")
-    print(f"wrote {args.out / 'learned_labeler.json'} and .md")
+    write_results(args.out, "learned_labeler", result, markdown(result), ANALYSIS_MARKER)
     return 0
 
 

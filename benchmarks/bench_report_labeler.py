@@ -22,7 +22,6 @@ import argparse
 import ast
 import csv
 import hashlib
-import json
 import os
 import re
 import statistics
@@ -32,7 +31,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _machine import machine
+from _machine import machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FOLDS = (9, 10)
@@ -358,15 +357,7 @@ def main(argv: list[str] | None = None) -> int:
               f"all micro-F1 {u['all']['micro_f1']:.4f}")
     result["throughput"] = throughput([r.text for r in reports])
     print(f"throughput: {result['throughput']['reports_per_s_median']:,.0f} reports/s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report_labeler.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    page = args.out / "report_labeler.md"
-    # The hand-written error analysis below the marker survives a re-run.
-    analysis = ""
-    if page.exists() and ANALYSIS_MARKER in (old := page.read_text(encoding="utf-8")):
-        analysis = old[old.index(ANALYSIS_MARKER):]
-    page.write_text(markdown(result) + ("\n" + analysis if analysis else ""), encoding="utf-8")
-    print(f"wrote {args.out / 'report_labeler.json'} and .md")
+    write_results(args.out, "report_labeler", result, markdown(result), ANALYSIS_MARKER)
     return 0
 
 
