@@ -1,0 +1,1 @@
+"""The corpus store: preprocessed, sharded int16 arrays plus a Parquet manifest."""
