@@ -262,9 +262,11 @@ def formats() -> None:
 
 
 def _add_subcommands() -> None:
+    from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
 
     app.add_typer(labels_app, name="labels")
+    app.command("evaluate")(evaluate)
 
 
 _add_subcommands()
