@@ -264,8 +264,12 @@ def formats() -> None:
 def _add_subcommands() -> None:
     from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
+    from ecgfm.store.cli import app as corpus_app
+    from ecgfm.store.cli import build_corpus_command
 
     app.add_typer(labels_app, name="labels")
+    app.add_typer(corpus_app, name="corpus")
+    app.command("build-corpus")(build_corpus_command)
     app.command("evaluate")(evaluate)
 
 
