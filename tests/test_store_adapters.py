@@ -64,7 +64,7 @@ def test_adapter_for_refuses_unknown_names_options_and_misplaced_labels(tmp_path
         adapter_for(ptbxl, dataset="nope")
     with pytest.raises(ValidationError, match=r"ptbxl adapter: .*'window_s'.*options: rate, min_likelihood, groups"):
         adapter_for(ptbxl, window_s=5)
-    with pytest.raises(ValidationError, match="rate must be 500 or 100"):
+    with pytest.raises(ValidationError, match="rate must be 500, 100 or 'best'"):
         adapter_for(ptbxl, rate=250)
     with pytest.raises(ValidationError, match="labels= is for the folder adapter"):
         adapter_for(ptbxl, labels=tmp_path / "x.csv")
@@ -84,10 +84,12 @@ def test_samples_refuse_non_scalar_extras_and_unknown_splits() -> None:
 
 
 def test_ptbxl_labels_fold_split_patient_and_report() -> None:
-    adapter = adapter_for(data_path("ptb-xl"))
+    adapter = adapter_for(data_path("ptb-xl"), rate=500)
     keys = adapter.keys()
     assert len(keys) == 500 + 1498 and keys == sorted(keys)  # rows with a 500 Hz file
     assert adapter.describe()["rows_without_file_at_rate"] == 359
+    best = adapter_for(data_path("ptb-xl")).keys()  # rate="best": every record once
+    assert len(best) == 2357 and sum(k.endswith("_lr.hea") for k in best) == 359
     first = one(adapter, "00001_hr.hea")
     assert first.record_id == "00001_hr" and first.patient_id == "15709"
     assert first.labels == ("NORM", "LVOLT", "SR")  # {'NORM': 100.0, 'LVOLT': 0.0, 'SR': 0.0}

@@ -1,7 +1,9 @@
 """PTB-XL (Wagner et al. 2020): WFDB records described by ``ptbxl_database.csv``.
 
 One sample per ``ecg_id`` whose file at the chosen rate is present (rows with an empty
-``filename_hr`` / ``filename_lr`` are passed over and counted in :meth:`PTBXLAdapter.describe`).
+``filename_hr`` / ``filename_lr`` are passed over and counted in :meth:`PTBXLAdapter.describe`);
+``rate="best"`` (the default) takes the 500 Hz file where there is one, else the 100 Hz file, so
+every record is read once at the highest rate available.
 Labels are the ``scp_codes`` statements (every statement present, the benchmark convention, or
 those with likelihood >= ``min_likelihood``). The native split follows ``strat_fold``: folds 1-8
 train, 9 val, 10 test; patients never cross folds.
@@ -36,11 +38,13 @@ def fold_split(fold: int) -> str:
 
 @register_adapter
 class PTBXLAdapter(Adapter):
-    """PTB-XL records at 500 Hz (``rate=500``, the ``_hr`` files) or 100 Hz (``rate=100``).
+    """PTB-XL records at 500 Hz (``rate=500``, the ``_hr`` files), 100 Hz (``rate=100``) or the
+    best rate each record has (``rate="best"``).
 
     Args:
         root: the PTB-XL folder (holding ``ptbxl_database.csv`` and ``records500/`` ...).
-        rate: 500 or 100 (Hz): which of the two copies of each record to read.
+        rate: 500 or 100 (Hz): which of the two copies of each record to read; ``"best"``: 500 Hz
+            where present, else 100 Hz.
         min_likelihood: keep ``scp_codes`` statements with likelihood >= this (0-100; default 0
             keeps every statement, as the PTB-XL benchmark does).
         groups: add the benchmark groupings as extra columns.
@@ -49,13 +53,13 @@ class PTBXLAdapter(Adapter):
     name = "ptbxl"
     options = ("rate", "min_likelihood", "groups")
 
-    def __init__(self, root: str | Path, *, rate: int = 500, min_likelihood: float = 0.0, groups: bool = True) -> None:
+    def __init__(self, root: str | Path, *, rate: int | str = "best", min_likelihood: float = 0.0, groups: bool = True) -> None:
         super().__init__(root)
-        if int(rate) not in _RATE_COLUMN:
-            raise ValidationError(f"PTB-XL rate must be 500 or 100 Hz, got {rate!r}")
+        if str(rate) != "best" and (not str(rate).isdigit() or int(rate) not in _RATE_COLUMN):
+            raise ValidationError(f"PTB-XL rate must be 500, 100 or 'best', got {rate!r}")
         if not 0 <= float(min_likelihood) <= 100:
             raise ValidationError(f"min_likelihood must be 0-100, got {min_likelihood!r}")
-        self.rate = int(rate)
+        self.rate: int | str = "best" if str(rate) == "best" else int(rate)
         self.min_likelihood = float(min_likelihood)
         self.groups = bool(groups)
         self.database = self.root / DATABASE
@@ -65,16 +69,16 @@ class PTBXLAdapter(Adapter):
     def _rows(self) -> dict[str, dict[str, str]]:
         """``{record name ("00001_hr"): CSV row}`` for the rows with a file at this rate."""
         def read() -> dict[str, dict[str, str]]:
-            column = _RATE_COLUMN[self.rate]
+            columns = list(_RATE_COLUMN.values()) if self.rate == "best" else [_RATE_COLUMN[self.rate]]
             out: dict[str, dict[str, str]] = {}
             with self.database.open(newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                missing = {"ecg_id", "patient_id", "scp_codes", "strat_fold", column} - set(reader.fieldnames or ())
+                missing = {"ecg_id", "patient_id", "scp_codes", "strat_fold", *columns} - set(reader.fieldnames or ())
                 if missing:
                     raise ReadError(self.database, f"missing column(s) {sorted(missing)}")
                 skipped = 0
                 for row in reader:
-                    name = row[column].strip()
+                    name = next((n for n in (row[c].strip() for c in columns) if n), "")
                     if not name:
                         skipped += 1
                         continue
@@ -98,7 +102,7 @@ class PTBXLAdapter(Adapter):
 
         row = self._rows().get(Path(key).name.removesuffix(".hea"))
         if row is None:
-            raise ReadError(key, f"not a record listed in {self.database} at {self.rate} Hz")
+            raise ReadError(key, f"not a record listed in {self.database} at rate {self.rate}")
         where = f"{self.database}: ecg_id {row['ecg_id']}"
         try:
             fold = int(float(row["strat_fold"]))
