@@ -42,3 +42,15 @@ def write_results(out: Path, name: str, result: dict, page: str, marker: str | N
         kept = "\n" + old[old.index(marker):]
     md.write_text(page + kept, encoding="utf-8")
     print(f"wrote {out / name}.json and .md")
+
+
+def load_note() -> str:
+    """How busy the machine was as a benchmark ran, from the 1-minute load average."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return "load average unknown"
+    state = ("no other jobs of note" if load <= cores + 0.5
+             else "other jobs were running, so timings are indicative only")
+    return f"1-minute load average {load:.1f} on {cores} cores ({state})"

@@ -228,9 +228,9 @@ part rows {per_record['bytes_manifest_and_parts'] / 1e3:.2f} kB).
 - consolidation: {scale['consolidation_hours']:.2f} hours if it stays linear; it holds the whole
   manifest in memory (pandas), a few GB at 10 million rows
 
-Caveat: taken on a busy shared machine (other jobs were running; load average
-{load_before[0]:.1f} before, {load_after[0]:.1f} after), so the worker scaling in particular is
-a lower bound; rerun on a quiet machine for figures to quote.
+Load: 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on
+{m['cores']} cores (above the core count means other jobs shared the CPUs, and the worker
+scaling in particular is then a lower bound).
 
 Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']},
 {m['platform']}.

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import machine, write_results
+from _machine import load_note, machine, write_results
 from bench_corpus_loader import evict, ptbxl_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def page(result: dict) -> str:
         f"`[12, 5000]`; random batches are {r['batch']} distinct random records ({r['batches']} batches), "
         f"random singles {r['singles']} records one at a time. One process; Zarr {r['zarr']} with its "
         "default codec threads (it may use both cores; the shards use one). "
-        f"**Timings taken on a busy machine** ({m['cores']} cores shared with other jobs).",
+        f"Load: {load_note()}.",
         "",
         "Formats:",
         *[f"- `{f['format']}`: {f['describe']}" for f in r["formats"]],
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "corpus_formats",
         "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/bench_corpus_formats.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "zarr": zarr.__version__, "busy_machine": True,
+        "machine": machine(), "zarr": zarr.__version__, "load": load_note(),
         "records": len(x), "raw_bytes_per_ecg": 12 * 5000 * 2, "singles": args.singles,
         "batches": args.batches, "batch": args.batch, "formats": results,
     }

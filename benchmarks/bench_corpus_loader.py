@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import machine, write_results
+from _machine import load_note, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PART_SIZE = 256
@@ -274,8 +274,7 @@ def page(result: dict) -> str:
         f"shards, {r['store']['mb']:.0f} MB), `corpus_loader(batch_size={r['batch_size']}, "
         f"num_workers={r['workers']}, persistent_workers=True)`, random windows; "
         f"{r['batches']} timed batches per main row after 4 warm-up batches; page cache warm. "
-        f"**Timings taken on a busy machine** ({m['cores']} cores shared with other jobs; "
-        "rows scatter by a factor of 2 or more between runs).",
+        f"Load: {load_note()}.",
         "",
         "| window | dtype | batch buffers | epochs | consumer | extra | ECGs/s | vs baseline |",
         "|---|---|---|---|---|---|---|---|",
@@ -429,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_corpus_loader.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
         "torch": torch.__version__,
-        "busy_machine": True,
+        "load": load_note(),
         "store": {"records": len(corpus), "shards": len(corpus.shard_names), "mb": round(store_mb, 1),
                   "path": str(root)},
         "batch_size": args.batch_size, "workers": args.workers, "batches": args.batches, "repeat": args.repeat,

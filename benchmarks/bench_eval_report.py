@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import machine, write_results
+from _machine import load_note, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     page = f"""# Evaluation harness on real predictions
 
 `python benchmarks/bench_eval_report.py` ({args.resamples} patient-bootstrap resamples; machine:
-{res['machine']['cpu']}, {res['machine']['cores']} cores, **busy**: other jobs were running, so
-timings are indicative only).
+{res['machine']['cpu']}, {res['machine']['cores']} cores; {load_note()}).
 
 Model: the feature baseline of `benchmarks/eval_ptbxl_baseline.py` (logistic regression on ~100
 hand-made features, trained on PTB-XL folds 1-8 of the shared subset). Thresholds (Youden) and

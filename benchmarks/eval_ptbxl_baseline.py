@@ -13,9 +13,12 @@ Outputs in ``--out`` (default ``/tmp/ecgfm-eval-ptbxl``):
     labels.csv             record_id, patient_id, age, sex, split, cohort + 0/1 per condition
     external_predictions.csv / external_labels.csv    CinC 2021 samples, same columns
 
-These files feed ``ecgfm evaluate`` and ``benchmarks/bench_eval_report.py``. Usage::
+These files feed ``ecgfm evaluate`` and ``benchmarks/bench_eval_report.py``. With
+``--efficiency`` it also runs the data-efficiency harness (``ecgfm.evaluate.efficiency``): the
+same model refitted on 1%, 10% and 100% of the training patients, 3 repeats each, scored by macro
+AUROC on the test fold, written to ``docs/benchmarks/data_efficiency.{json,md}``. Usage::
 
-    python benchmarks/eval_ptbxl_baseline.py [--out DIR]
+    python benchmarks/eval_ptbxl_baseline.py [--out DIR] [--efficiency]
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ def _write(out: Path, stem: str, rows: list[dict], prob: np.ndarray, classes: li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/ecgfm-eval-ptbxl"))
+    parser.add_argument("--efficiency", action="store_true", help="also run the data-efficiency curve")
     args = parser.parse_args(argv)
     if not (DATA / "ptb-xl" / "ptbxl_database.csv").is_file():
         print(f"skipped: PTB-XL not found under {DATA}", file=sys.stderr)
@@ -184,7 +188,63 @@ def main(argv: list[str] | None = None) -> int:
     _write(args.out, "external_", ext_rows, expit(z_ext @ w + b), classes)
     print(f"{len(classes)} conditions; {int(train.sum())} training records; "
           f"{int(held.sum())} PTB-XL val/test and {len(ext_rows)} CinC 2021 records -> {args.out}")
+    if args.efficiency:
+        test = np.array([r["split"] == "test" for r in rows])
+        efficiency(z[train], y[train], [r["patient_id"] for r, t in zip(rows, train) if t], z[test], y[test])
     return 0
+
+
+def efficiency(x: np.ndarray, y: np.ndarray, patients: list[str], x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """Macro AUROC on the test fold vs the fraction of training patients (nested, 3 repeats)."""
+    import time
+
+    from scipy.special import expit
+
+    from ecgfm.evaluate.efficiency import data_efficiency, plot_efficiency, summarise
+    from ecgfm.evaluate.metrics import auroc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _machine import machine, write_results
+
+    def fit_predict(idx: np.ndarray) -> np.ndarray:
+        w, b = _fit(x[idx], y[idx])
+        return expit(x_test @ w + b)
+
+    def score(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        per = auroc(truth, scores)
+        return {"macro_auroc": float(np.nanmean(per)), "conditions_scored": int(np.isfinite(per).sum())}
+
+    t0 = time.perf_counter()
+    table = data_efficiency(fit_predict, y, patients, y_test, score=score, fractions=(0.01, 0.1, 1.0),
+                            repeats=3, seed=0, reuse_identical=True)
+    seconds = time.perf_counter() - t0
+    summary = summarise(table)
+    out = ROOT / "docs" / "benchmarks"
+    ax = plot_efficiency(None, table, metric="macro_auroc")
+    ax.figure.savefig(out / "data_efficiency.png", dpi=110, bbox_inches="tight")
+    rows = "\n".join(
+        f"| {r.fraction:.0%} | {r.n_train:.0f} | {r.macro_auroc_mean:.3f} +- {r.macro_auroc_sd:.3f} |"
+        for r in summary.itertuples())
+    page = f"""# Data efficiency of the PTB-XL feature baseline
+
+Command: `python benchmarks/eval_ptbxl_baseline.py --efficiency`
+
+The harness `ecgfm.evaluate.efficiency.data_efficiency` on real records: the logistic-regression
+feature baseline of `benchmarks/eval_ptbxl_baseline.py` refitted on nested patient-level subsets
+of PTB-XL folds 1-8 (1%, 10%, 100% of the training records; 3 repeats with different patients;
+every condition keeps at least one positive), scored by macro AUROC over the {y.shape[1]}
+conditions on fold 10. {seconds:.1f} s in all.
+
+| fraction of training labels | training records (mean) | macro AUROC, mean +- SD over repeats |
+|---|---|---|
+{rows}
+
+![macro AUROC vs fraction of training labels](data_efficiency.png)
+"""
+    result = {"machine": machine(), "command": "python benchmarks/eval_ptbxl_baseline.py --efficiency",
+              "seconds": round(seconds, 2), "table": table.to_dict(orient="records"),
+              "summary": summary.to_dict(orient="records")}
+    write_results(out, "data_efficiency", result, page)
 
 
 if __name__ == "__main__":
