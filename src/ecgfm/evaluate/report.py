@@ -97,42 +97,48 @@ def _img(fig: Figure, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}"></figure>'
 
 
+_GRID = np.linspace(0.0, 1.0, 201)
+
+
+def _scorable(y: np.ndarray) -> list[int]:
+    """Columns with at least one positive and one negative label (NaN = missing)."""
+    out = []
+    for c in range(y.shape[1]):
+        yc = y[~np.isnan(y[:, c]), c]
+        if (yc == 1).any() and (yc == 0).any():
+            out.append(c)
+    return out
+
+
+def _mean_curve(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    if not curves:
+        return _GRID, np.full_like(_GRID, np.nan), 0
+    return _GRID, np.mean(curves, axis=0), len(curves)
+
+
 def _macro_roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     from ecgfm.evaluate.metrics import roc_curve
 
-    grid = np.linspace(0.0, 1.0, 201)
     curves = []
-    for c in range(y.shape[1]):
-        yc = y[:, c]
-        keep = ~np.isnan(yc)
-        if not ((yc[keep] == 1).any() and (yc[keep] == 0).any()):
-            continue
-        fpr, tpr, _ = roc_curve(yc, s[:, c])
-        curves.append(np.interp(grid, fpr, tpr))
-    if not curves:
-        return grid, np.full_like(grid, np.nan), 0
-    tpr = np.mean(curves, axis=0)
-    tpr[0] = 0.0
-    return grid, tpr, len(curves)
+    for c in _scorable(y):
+        fpr, tpr, _ = roc_curve(y[:, c], s[:, c])
+        curves.append(np.interp(_GRID, fpr, tpr))
+    grid, tpr, n = _mean_curve(curves)
+    if n:
+        tpr[0] = 0.0
+    return grid, tpr, n
 
 
 def _macro_pr(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     from ecgfm.evaluate.metrics import pr_curve
 
-    grid = np.linspace(0.0, 1.0, 201)
     curves = []
-    for c in range(y.shape[1]):
-        yc = y[:, c]
-        keep = ~np.isnan(yc)
-        if not ((yc[keep] == 1).any() and (yc[keep] == 0).any()):
-            continue
-        precision, recall, _ = pr_curve(yc, s[:, c])
+    for c in _scorable(y):
+        precision, recall, _ = pr_curve(y[:, c], s[:, c])
         # interpolated precision: the best precision at this recall or above
         best = np.maximum.accumulate(precision)  # recall decreases along the arrays
-        curves.append(np.interp(grid, recall[::-1], best[::-1]))
-    if not curves:
-        return grid, np.full_like(grid, np.nan), 0
-    return grid, np.mean(curves, axis=0), len(curves)
+        curves.append(np.interp(_GRID, recall[::-1], best[::-1]))
+    return _mean_curve(curves)
 
 
 def figure_curves(result: EvaluationResult, conditions: Sequence[str]) -> Figure:

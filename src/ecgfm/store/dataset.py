@@ -394,7 +394,23 @@ def _record_block(corpus: Corpus, maps: dict[int, np.ndarray], row: int, n_leads
 # ---------------------------------------------------------------------------------------------
 # map-style dataset
 # ---------------------------------------------------------------------------------------------
-class CorpusDataset(Dataset):
+class _SpecView:
+    """``leads`` and ``label_ids`` of a dataset, read from its :class:`_Spec`."""
+
+    spec: _Spec
+
+    @property
+    def leads(self) -> tuple[str, ...]:
+        """The output leads, in order."""
+        return self.spec.leads
+
+    @property
+    def label_ids(self) -> tuple[str, ...]:
+        """The catalogue ids of the ``labels`` columns."""
+        return self.spec.label_ids
+
+
+class CorpusDataset(_SpecView, Dataset):
     """Map-style dataset of windows cut from a corpus store.
 
     Args:
@@ -455,16 +471,6 @@ class CorpusDataset(Dataset):
         self.epoch = 0
         self.buffers = _Buffers()
         self._maps: dict[int, np.ndarray] = {}
-
-    @property
-    def leads(self) -> tuple[str, ...]:
-        """The output leads, in order."""
-        return self.spec.leads
-
-    @property
-    def label_ids(self) -> tuple[str, ...]:
-        """The catalogue ids of the ``labels`` columns."""
-        return self.spec.label_ids
 
     @property
     def fs(self) -> float | None:
@@ -726,7 +732,7 @@ def _open_remote(url: str, storage_options: Mapping[str, Any] | None) -> tuple[A
     return fs, root, Corpus(PurePosixPath(root), info, manifest)  # type: ignore[arg-type]
 
 
-class CorpusStream(IterableDataset):
+class CorpusStream(_SpecView, IterableDataset):
     """Iterable dataset that streams a store shard by shard (larger than memory, or remote).
 
     ``url`` is a local folder or any fsspec URL (``file://``, ``memory://``, ``s3://bucket/x``,
@@ -790,16 +796,6 @@ class CorpusStream(IterableDataset):
         self._rank, self._world_size = rank, world_size
         self.epoch = 0
         self.buffers = _Buffers()  # a ring with slots > 0: see corpus_loader(reuse_buffers=)
-
-    @property
-    def leads(self) -> tuple[str, ...]:
-        """The output leads, in order."""
-        return self.spec.leads
-
-    @property
-    def label_ids(self) -> tuple[str, ...]:
-        """The catalogue ids of the ``labels`` columns."""
-        return self.spec.label_ids
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for shard order, shuffling, crops and augmentations from the next iteration."""
