@@ -215,7 +215,7 @@ def _patients(manifest: pd.DataFrame, patient_column: str) -> pd.Series:
     if patient_column not in manifest:
         return own()
     patients = manifest[patient_column]
-    missing = patients.isna().to_numpy()
+    missing = patients.isna().to_numpy().copy()  # pandas 3 hands out read-only views
     if patients.dtype == object or pd.api.types.is_string_dtype(patients):
         missing |= (patients.to_numpy() == "")
     if missing.any():
