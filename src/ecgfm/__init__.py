@@ -20,9 +20,12 @@ from ecgfm.record import ECG, Metadata
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ecgfm.models.portable import load_model
     from ecgfm.preprocess import Pipeline
 
-_LAZY = {"Pipeline": "ecgfm.preprocess", "check_quality": "ecgfm.quality", "plot_ecg": "ecgfm.plot"}
+# ``load_model`` imports torch and safetensors, so it loads on first use only.
+_LAZY = {"Pipeline": "ecgfm.preprocess", "check_quality": "ecgfm.quality", "plot_ecg": "ecgfm.plot",
+         "load_model": "ecgfm.models.portable"}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,5 +39,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ECG", "ECGError", "Metadata", "Pipeline", "READERS", "ReadError", "STANDARD_12",
     "UnsupportedFormatError", "ValidationError", "__version__", "canonical_lead",
-    "check_quality", "detect_format", "plot_ecg", "read",
+    "check_quality", "detect_format", "load_model", "plot_ecg", "read",
 ]

@@ -266,11 +266,15 @@ def _add_subcommands() -> None:
     from ecgfm.labels.cli import app as labels_app
     from ecgfm.store.cli import app as corpus_app
     from ecgfm.store.cli import build_corpus_command
+    from ecgfm.train.cli import embed_command, finetune_command, train_command
 
     app.add_typer(labels_app, name="labels")
     app.add_typer(corpus_app, name="corpus")
     app.command("build-corpus")(build_corpus_command)
     app.command("evaluate")(evaluate)
+    app.command("train")(train_command)
+    app.command("finetune")(finetune_command)
+    app.command("embed")(embed_command)
 
 
 _add_subcommands()
