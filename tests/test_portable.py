@@ -112,7 +112,8 @@ def test_config_holds_pipeline_hash_contract_and_labels(saved, model) -> None:
     assert config["input"] == {
         "fs": 100.0, "leads": list(ecgfm.STANDARD_12), "samples": 500, "units": "z-score",
         "min_seconds": 5.0, "lead_mask": True, "max_missing_leads": 6, "required_leads": [],
-        "max_gap_fraction": 0.0, "seconds": 5.0,
+        "max_gap_fraction": 0.0, "window_samples": None, "window_stride": None, "aggregate": "max",
+        "seconds": 5.0,
     }
     assert model.input == InputContract.from_dict(config["input"])
     assert model.thresholds == {"NORM": 0.4, "MI": 0.5, "AFIB": 0.6}
@@ -384,3 +385,55 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(model, tmp_path) -> None
     np.testing.assert_allclose(predictions, ref, atol=1e-5)
     np.testing.assert_allclose(predictions[0], model.predict(WFDB)[0], atol=1e-5)
     assert embeddings.shape == (5, model.num_features)
+
+
+# ---------------------------------------------------------------------------------------------
+# sliding windows, operating points, per-label metrics, the default model's path
+# ---------------------------------------------------------------------------------------------
+def test_windowed_contract_runs_windows_and_exports_to_onnx(tmp_path) -> None:
+    """A 5 s input scored as 2 s windows every 1 s (starts 0, 100, 200, 300 samples): the
+    logits are the max over windows, the features the mean, and ONNX gives the same."""
+    from ecgfm.models.export import export_onnx
+    from ecgfm.models.portable import window_starts
+
+    assert window_starts(500, 200, 100) == [0, 100, 200, 300]
+    assert window_starts(450, 200, 100) == [0, 100, 200, 250]  # the last window ends at the end
+    assert window_starts(150, 200, 100) == [0]
+    directory = _save(tmp_path / "win", input={"window_samples": 200, "window_stride": 100, "aggregate": "max"})
+    m = load_model(directory)
+    assert (m.input.window_samples, m.input.window_stride, m.input.aggregate) == (200, 100, "max")
+    x, mask = m.prepare(WFDB)
+    xb, mb = x[None], mask[None]
+    with torch.inference_mode():
+        per_window = torch.stack([m.encoder(xb[..., s:s + 200], mb) for s in (0, 100, 200, 300)])
+        feats = torch.stack([m.encoder.forward_head(m.encoder.forward_features(xb[..., s:s + 200], mb),
+                                                    pre_logits=True) for s in (0, 100, 200, 300)])
+    np.testing.assert_allclose(m.forward(xb, mb).numpy(), per_window.amax(0).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.embed(WFDB), feats.mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.predict(WFDB), torch.sigmoid(per_window.amax(0)).numpy(), rtol=1e-5, atol=1e-6)
+    export_onnx(m, tmp_path / "win.onnx")  # checked against PyTorch inside
+    with pytest.raises(ValidationError, match="window_samples"):
+        InputContract(fs=100, leads=("I",), samples=100, window_samples=200)
+    with pytest.raises(ValidationError, match="aggregate"):
+        InputContract(fs=100, leads=("I",), samples=100, window_samples=50, aggregate="median")
+
+
+def test_operating_points_and_label_metrics(tmp_path) -> None:
+    points = {"NORM": {"borderline": 0.2, "positive": 0.6}, "AFIB": {"borderline": 0.1, "positive": 0.3}}
+    metrics = {"per_label": {"NORM": {"val_auroc": 0.91, "test_auroc": 0.9}}}
+    m = load_model(_save(tmp_path / "ops", operating_points=points, metrics=metrics, thresholds={"MI": 0.4}))
+    assert m.operating_points() == {"NORM": (0.2, 0.6), "MI": (0.2, 0.4), "AFIB": (0.1, 0.3)}
+    assert m.label_metrics() == {"NORM": {"val_auroc": 0.91, "test_auroc": 0.9}, "MI": {}, "AFIB": {}}
+    plain = load_model(_save(tmp_path / "plain"))
+    assert plain.operating_points()["NORM"] == ((0.2, 0.4) if plain.thresholds else (0.25, 0.5))
+    with pytest.raises(ValidationError, match="borderline"):
+        _save(tmp_path / "bad", operating_points={"NORM": {"borderline": 0.7, "positive": 0.5}})
+    with pytest.raises(ValidationError, match="unknown label"):
+        _save(tmp_path / "bad2", operating_points={"XYZ": {"borderline": 0.1, "positive": 0.5}})
+
+
+def test_default_model_path_is_inside_the_package() -> None:
+    from ecgfm.models import default_model_path
+
+    path = default_model_path()
+    assert path.name == "default" and path.parent == Path(ecgfm.__file__).resolve().parent / "models"

@@ -218,6 +218,14 @@ def test_train_writes_checkpoints_logs_config_and_a_portable_model(trained: dict
     assert ok and trained["val"]["auroc_labels"] == len(ok)
     assert trained["val"]["auroc"] == pytest.approx(np.mean([roc_auc_score(y[:, j], p[:, j]) for j in ok]), abs=1e-6)
     assert trained["test"]["n"] == 22
+    # per-label figures and operating points chosen on validation, carried to test
+    per_label, points = model.label_metrics(), model.operating_points()
+    for j in ok:
+        label = LABELS3[j]
+        assert per_label[label]["val_auroc"] == pytest.approx(roc_auc_score(y[:, j], p[:, j]), abs=1e-6)
+        assert per_label[label]["val_n_positive"] == int(y[:, j].sum())
+        low, high = points[label]
+        assert 0 <= low <= high <= 1 and "test_auroc" in per_label[label] or y[:, j].sum() == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,3 +362,40 @@ def test_regression_head_learns_a_manifest_column(store: Path, tmp_path: Path) -
     # a finished run's folder is not overwritten by a fresh run
     with pytest.raises(ValidationError, match="already holds a run.*resume=auto"):
         train(cfg)
+
+
+def test_sliding_window_evaluation_is_what_the_exported_model_runs(store: Path, tmp_path: Path) -> None:
+    """Train on 2.5 s crops, validate on 10 s records as 2.5 s windows every 1.25 s (max of the
+    logits, as the PTB-XL benchmark scores): the logged AUROC is that of the exported model,
+    whose contract carries the windows."""
+    from sklearn.metrics import roc_auc_score
+
+    from ecgfm.models.portable import load_model
+    from ecgfm.store.dataset import CorpusDataset
+    from ecgfm.train.run import train
+
+    cfg = load_config(None, _base(store, tmp_path / "win", f"data.labels={json.dumps(LABELS3)}",
+                                  "data.window=2.5", "data.eval_window=10", "data.eval_stride=1.25",
+                                  "trainer.max_steps=4"))
+    result = train(cfg)
+    model = load_model(result["model_dir"])
+    c = model.input
+    assert (c.samples, c.window_samples, c.window_stride, c.aggregate) == (1000, 250, 125, "max")
+    ds = CorpusDataset(store, split="val", window=10.0, crop="center", label_ids=LABELS3)
+    batch = ds.__getitems__(list(range(len(ds))))
+    x = batch["signal"]
+    with torch.no_grad():
+        # 7 windows at 0, 125, ..., 750 samples; the encoder on each, then the max per record
+        windows = torch.stack([model.encoder(x[..., s:s + 250]) for s in range(0, 751, 125)])
+        expected = torch.sigmoid(windows.amax(0)).numpy()
+        got = torch.sigmoid(model.forward(x, batch["mask"])).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    y = batch["labels"].numpy()
+    ok = [j for j in range(3) if 0 < y[:, j].sum() < len(y)]
+    logged = result["val"]["auroc"]
+    assert logged == pytest.approx(np.mean([roc_auc_score(y[:, j], expected[:, j]) for j in ok]), abs=1e-6)
+    # a raw 500 Hz file goes through the pipeline (10 s at 100 Hz), then the same windows
+    probs = model.predict([data_path("ludb", "data", "1.hea")])
+    assert probs.shape == (1, 3)
+    with pytest.raises(ValidationError, match="eval_window"):
+        load_config(None, _base(store, tmp_path / "bad", "data.window=5", "data.eval_window=2"))

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 _LAZY = {
@@ -20,6 +21,12 @@ _LAZY = {
 }
 
 
+def default_model_path() -> Path:
+    """The folder of the default model shipped inside the package (see ``docs/weights.md``):
+    ``ecgfm.load_model()`` with no path loads it."""
+    return Path(__file__).resolve().parent / "default"
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
@@ -28,4 +35,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ecgfm.models' has no attribute {name!r}")
 
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "default_model_path"])

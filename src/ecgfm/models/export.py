@@ -46,19 +46,17 @@ DEFAULT_OPSET = 17
 
 
 class _Exported(nn.Module):
-    """encoder -> (predictions, embeddings), the form written to ONNX."""
+    """encoder (with the contract's windowing) -> (predictions, embeddings), the form written to ONNX."""
 
     def __init__(self, model: Model) -> None:
         super().__init__()
-        self.encoder = model.encoder
+        self.both = model.inference_module("both")
         self.head = model.head
 
     def forward(self, signal: Tensor, lead_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        features = self.encoder.forward_features(signal, lead_mask)  # [B, D, T']
-        embeddings = self.encoder.forward_head(features, pre_logits=True)  # [B, D]
+        logits, embeddings = self.both(signal, lead_mask)  # [B, C], [B, D]
         if self.head is None:
             return embeddings, embeddings
-        logits = self.encoder.forward_head(features)  # [B, C]
         return predict_from_logits(logits, self.head), embeddings
 
 
@@ -81,6 +79,9 @@ def export_onnx(model: Model | str | os.PathLike[str], path: str | os.PathLike[s
         model = load_model(model)
     path = Path(path)
     contract = model.input
+    if contract.window_samples is not None and contract.samples is None:
+        raise ValidationError(f"{model.path or 'model'}: a windowed contract needs a fixed input length "
+                              "(input.samples) to export to ONNX")
     samples = contract.samples or max(int(getattr(model.encoder, "min_samples", 1)), round(contract.fs * 2))
     uses_mask = bool(getattr(model.encoder, "supports_lead_mask", False)) and contract.lead_mask
     wrapper = _Exported(model).eval()

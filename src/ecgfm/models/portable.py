@@ -59,6 +59,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "card.md"
 UNITS = ("z-score", "minmax", "mV")
+AGGREGATES = ("max", "mean")
 
 PathLike = str | os.PathLike[str]
 Input = PathLike | ECG
@@ -100,6 +101,9 @@ class InputContract:
     max_missing_leads: int = 0  # how many of `leads` may be absent (0 when lead_mask is False)
     required_leads: tuple[str, ...] = ()  # leads that must be present even with lead masking
     max_gap_fraction: float = 0.0  # share of unobserved (NaN/gap) samples allowed in a present lead
+    window_samples: int | None = None  # the encoder sees windows this long, cut from the input (None: the whole input)
+    window_stride: int | None = None  # samples between window starts (default window_samples); the last window ends at the input's end
+    aggregate: str = "max"  # how window outputs combine: "max" or "mean" of the logits
 
     def __post_init__(self) -> None:
         fs = float(self.fs)
@@ -137,6 +141,21 @@ class InputContract:
                 f"input contract: max_gap_fraction must be in [0, 1), got {self.max_gap_fraction!r}"
             )
         object.__setattr__(self, "max_gap_fraction", float(self.max_gap_fraction))
+        if self.aggregate not in AGGREGATES:
+            raise ValidationError(f"input contract: aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+        if self.window_samples is None:
+            if self.window_stride is not None:
+                raise ValidationError("input contract: window_stride needs window_samples")
+            return
+        for key in ("window_samples", "window_stride"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValidationError(f"input contract: {key} must be a positive integer, got {value!r}")
+        window = int(self.window_samples)
+        if self.samples is not None and window > self.samples:
+            raise ValidationError(f"input contract: window_samples ({window}) exceeds samples ({self.samples})")
+        object.__setattr__(self, "window_samples", window)
+        object.__setattr__(self, "window_stride", int(self.window_stride or window))
 
     @property
     def seconds(self) -> float | None:
@@ -253,6 +272,7 @@ def save_model(
     metrics: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     thresholds: Mapping[str, float] | Sequence[float] | None = None,
+    operating_points: Mapping[str, Mapping[str, float]] | None = None,
     encoder_name: str | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -275,6 +295,8 @@ def save_model(
             {"NORM": {"auroc": 0.94}}}``.
         training: a JSON-able summary of the training run (config, epochs, records).
         thresholds: decision threshold per label (dict, or one number per output).
+        operating_points: ``{label: {"borderline": p, "positive": p}}`` probability cut-offs
+            of the calls a health profile makes (:meth:`Model.operating_points`).
         encoder_name: the registry name; default: the encoder's own ``name`` attribute.
         overwrite: replace an existing model in ``directory``.
 
@@ -337,6 +359,7 @@ def save_model(
         "pipeline_hash": pipeline.hash,
         "input": contract.to_dict(),
         "thresholds": _thresholds(thresholds, head),
+        "operating_points": _operating_points(operating_points, head),
         "metrics": _jsonable(dict(metrics or {})),
         "training": _jsonable(dict(training or {})),
         "card": (card if isinstance(card, ModelCard) else ModelCard.from_dict(card)).to_dict(),
@@ -430,6 +453,23 @@ def _thresholds(thresholds: Mapping[str, float] | Sequence[float] | None, head: 
     bad = {k: v for k, v in out.items() if not math.isfinite(v)}
     if bad:
         raise ValidationError(f"save_model: thresholds must be finite, got {bad}")
+    return out
+
+
+def _operating_points(points: Mapping[str, Mapping[str, float]] | None,
+                      head: HeadSpec | None) -> dict[str, dict[str, float]] | None:
+    if points is None:
+        return None
+    known = set(head.columns) if head is not None else set()
+    out: dict[str, dict[str, float]] = {}
+    for label, point in points.items():
+        if label not in known:
+            raise ValidationError(f"save_model: operating point for unknown label {label!r}")
+        low, high = float(point["borderline"]), float(point["positive"])
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValidationError(f"save_model: operating point of {label!r} needs 0 <= borderline "
+                                  f"<= positive <= 1, got {low:g}, {high:g}")
+        out[str(label)] = {"borderline": low, "positive": high}
     return out
 
 
@@ -647,11 +687,12 @@ def _fmt(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
-def load_model(path: PathLike, *, device: str | torch.device = "cpu") -> Model:
+def load_model(path: PathLike | None = None, *, device: str | torch.device = "cpu") -> Model:
     """Load a portable model directory (never unpickles anything).
 
     Args:
-        path: the directory (or its ``config.json`` / ``model.safetensors``).
+        path: the directory (or its ``config.json`` / ``model.safetensors``); None: the default
+            model shipped with ecgfm (:func:`ecgfm.models.default_model_path`).
         device: where the weights go (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
 
     Returns:
@@ -662,6 +703,10 @@ def load_model(path: PathLike, *, device: str | torch.device = "cpu") -> Model:
             file that does not match its config (checksum) or the encoder (naming the missing,
             unexpected or mis-shaped keys).
     """
+    if path is None:
+        from ecgfm.models import default_model_path
+
+        path = default_model_path()
     root = Path(path)
     if root.is_file() and root.name in (CONFIG_FILE, WEIGHTS_FILE):
         root = root.parent
@@ -902,20 +947,56 @@ class Model:
         present = np.ones(len(c.leads), bool) if out.mask is None else out.mask.any(axis=1)
         return torch.from_numpy(np.ascontiguousarray(signal)), torch.from_numpy(present)
 
+    # -- operating points and per-label metrics ---------------------------------------------------
+    def operating_points(self) -> dict[str, tuple[float, float]]:
+        """``{label: (borderline, positive)}`` probability thresholds per output.
+
+        A probability at or above ``positive`` is a positive call, at or above ``borderline`` a
+        borderline one. From ``config.json``'s ``operating_points`` (chosen on validation data by
+        whoever trained the model), else ``(threshold / 2, threshold)`` from ``thresholds``, else
+        ``(0.25, 0.5)``.
+        """
+        saved = self.config.get("operating_points") or {}
+        out: dict[str, tuple[float, float]] = {}
+        for label in self.labels:
+            if label in saved:
+                point = saved[label]
+                out[label] = (float(point["borderline"]), float(point["positive"]))
+            elif self.thresholds and label in self.thresholds:
+                t = float(self.thresholds[label])
+                out[label] = (t / 2, t)
+            else:
+                out[label] = (0.25, 0.5)
+        return out
+
+    def label_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per-label evaluation figures saved with the model (``metrics.per_label``): e.g.
+        ``{"AFIB": {"val_auroc": 0.99, "test_auroc": 0.98, "test_auroc_ci": [0.96, 0.99], ...}}``;
+        empty when the model was saved without them."""
+        per_label = self.metrics.get("per_label") or {}
+        return {label: dict(per_label.get(label) or {}) for label in self.labels}
+
     # -- batches -------------------------------------------------------------------------------
+    def inference_module(self, output: str = "logits") -> InferenceModule:
+        """The encoder with the contract's windowing and aggregation, as one ``nn.Module``:
+        ``(signal [B, L, T], lead_mask [B, L]) -> logits [B, C]`` (``output="features"``: pooled
+        features ``[B, D]``; ``"both"``: the tuple from one pass). What :meth:`forward` runs, in a
+        form that exports to ONNX."""
+        return InferenceModule(self.encoder, self.input, uses_mask=self._uses_mask, output=output)
+
     def forward(self, signal: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``[B, C]`` for prepared input ``[B, L, T]`` (and lead mask ``[B, L]``)."""
+        """Logits ``[B, C]`` for prepared input ``[B, L, T]`` (and lead mask ``[B, L]``); with
+        a windowed contract, the windows' logits combined by ``input.aggregate``."""
         signal = signal.to(self.device, torch.float32)
-        mask = None if lead_mask is None or not self._uses_mask else lead_mask.to(self.device)
+        mask = None if lead_mask is None else lead_mask.to(self.device)
         with torch.inference_mode():
-            return self.encoder(signal, mask) if mask is not None else self.encoder(signal)
+            return self.inference_module()(signal, mask)
 
     def _features(self, signal: torch.Tensor, lead_mask: torch.Tensor | None) -> torch.Tensor:
         signal = signal.to(self.device, torch.float32)
-        mask = None if lead_mask is None or not self._uses_mask else lead_mask.to(self.device)
+        mask = None if lead_mask is None else lead_mask.to(self.device)
         with torch.inference_mode():
-            features = self.encoder.forward_features(signal, mask)
-            return self.encoder.forward_head(features, pre_logits=True)
+            return self.inference_module("features")(signal, mask)
 
     @overload
     def predict(self, inputs: Input | Sequence[Input], batch_size: int = ...,
@@ -1007,6 +1088,89 @@ class Model:
                 m = torch.stack([m for _, _, m in group])
                 out[rows] = run(x, m)
         return (out, failures) if errors == "skip" else out
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start samples of windows of ``window`` every ``stride`` samples over ``length``; the last
+    window ends at ``length`` (so the tail is covered). One window at 0 when ``length <= window``."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def run_windows(fn: Any, signal: torch.Tensor, lead_mask: torch.Tensor | None, window: int | None,
+                stride: int | None, aggregate: str | None = "max") -> torch.Tensor:
+    """``fn`` over sliding windows of ``signal``, combined per record.
+
+    Args:
+        fn: ``(x [N, L, window], mask [N, L] or None) -> [N, C]``.
+        signal: ``[B, L, T]``.
+        lead_mask: ``[B, L]`` or None.
+        window, stride: in samples (``window=None`` or ``T <= window``: one call on the whole input).
+        aggregate: ``"max"`` or ``"mean"`` over the windows, or None for no aggregation.
+
+    Returns:
+        ``[B, C]``, or ``[B, W, C]`` with ``aggregate=None`` (``W = 1`` without windowing).
+    """
+    b, n_leads, t = signal.shape
+    if window is None or t <= window:
+        out = fn(signal, lead_mask)
+        return out if aggregate is not None else out[:, None]
+    starts = window_starts(t, window, stride or window)
+    w = len(starts)
+    x = torch.stack([signal[..., s:s + window] for s in starts], dim=1).reshape(b * w, n_leads, window)
+    mask = None if lead_mask is None else lead_mask.repeat_interleave(w, dim=0)
+    out = fn(x, mask).reshape(b, w, -1)
+    if aggregate is None:
+        return out
+    return out.amax(dim=1) if aggregate == "max" else out.mean(dim=1)
+
+
+class InferenceModule(torch.nn.Module):
+    """An encoder plus its contract's windowing (see :meth:`Model.inference_module`).
+
+    ``output="logits"``: ``[B, C]`` combined by the contract's ``aggregate``;
+    ``"features"``: pooled pre-logits ``[B, D]`` averaged over windows; ``"both"``: the tuple,
+    from one encoder pass.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, contract: InputContract, *, uses_mask: bool,
+                 output: str = "logits") -> None:
+        super().__init__()
+        if output not in ("logits", "features", "both"):
+            raise ValidationError(f"output must be 'logits', 'features' or 'both', got {output!r}")
+        self.encoder = encoder
+        self.window = contract.window_samples
+        self.stride = contract.window_stride
+        self.aggregate = contract.aggregate
+        self.uses_mask = uses_mask
+        self.output = output
+
+    def _one(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        mask = mask if self.uses_mask else None
+        if self.output == "logits":
+            return self.encoder(x, mask) if mask is not None else self.encoder(x)
+        pooled = self.encoder.forward_head(self.encoder.forward_features(x, mask), pre_logits=True)
+        if self.output == "features":
+            return pooled
+        if int(self.encoder.num_outputs) == 0:
+            return torch.cat([pooled, pooled], dim=1)
+        logits = self.encoder.head(self.encoder.head_drop(pooled))  # Encoder.forward_head after pooling
+        return torch.cat([logits, pooled], dim=1)
+
+    def forward(self, signal: torch.Tensor, lead_mask: torch.Tensor | None = None) -> Any:
+        if self.output == "logits":
+            return run_windows(self._one, signal, lead_mask, self.window, self.stride, self.aggregate)
+        if self.output == "features":
+            return run_windows(self._one, signal, lead_mask, self.window, self.stride, "mean")
+        out = run_windows(self._one, signal, lead_mask, self.window, self.stride, None)  # [B, W, C + D]
+        n = int(self.encoder.num_outputs) or int(self.encoder.num_features)
+        logits, features = out[..., :n], out[..., n:]
+        logits = logits.amax(dim=1) if self.aggregate == "max" else logits.mean(dim=1)
+        return logits, features.mean(dim=1)
 
 
 def _refuse_absent(name: str, ecg: ECG, c: InputContract, absent: list[str]) -> None:

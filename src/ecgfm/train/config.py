@@ -62,6 +62,9 @@ class DataConfig:
     window: float | None = 10.0  # window length in seconds (None: whole records, all of one length)
     train_crop: str = "random"  # random, start, center, windows
     eval_crop: str = "center"  # crop of validation and test windows
+    eval_window: float | None = None  # seconds fed at validation/test (and by the exported model), scored as sliding windows of `window` (None: one window)
+    eval_stride: float | None = None  # seconds between those sliding windows (None: half the window)
+    eval_aggregate: str = "max"  # how the sliding windows' logits combine: max or mean; none: one pass over the whole eval_window (a fully convolutional encoder trained on shorter crops)
     leads: tuple[str, ...] | None = None  # input leads in order (None: the store's leads)
     labels: tuple[str, ...] | str = "all"  # label ids, "all" or "min_positives:N" (>= N train records); regression: numeric manifest columns
     label_columns: tuple[str, ...] = ("labels",)  # manifest columns of label ids; ids from a column other than "labels" get the prefix "<column>:"
@@ -436,6 +439,16 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValidationError("data.label_columns: give at least one manifest column (default: labels)")
     if d.window is not None and d.window <= 0:
         raise ValidationError(f"data.window: expected a positive number of seconds, got {d.window}")
+    _choice(d.eval_aggregate, ("max", "mean", "none"), "data.eval_aggregate")
+    if d.eval_window is not None:
+        if d.window is None or d.eval_window < d.window:
+            raise ValidationError(f"data.eval_window ({d.eval_window} s) needs data.window and must be at "
+                                  f"least as long ({d.window} s)")
+        if d.eval_stride is not None and not 0 < d.eval_stride <= d.window:
+            raise ValidationError(f"data.eval_stride: expected 0 < stride <= data.window ({d.window} s), "
+                                  f"got {d.eval_stride}")
+    elif d.eval_stride is not None:
+        raise ValidationError("data.eval_stride needs data.eval_window")
     for name in ("batch_size",):
         if getattr(d, name) < 1:
             raise ValidationError(f"data.{name}: expected >= 1, got {getattr(d, name)}")

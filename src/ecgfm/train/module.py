@@ -185,7 +185,11 @@ class SupervisedModule(L.LightningModule):
         # world size -> optimizer steps of the whole run (the schedule's length); None: ask Lightning
         self.schedule_steps: Callable[[int], int] | None = None
         self.eval_prefix = "val"  # the logged name of validation metrics ("test" when scoring the test split)
+        # (window, stride, aggregate) in samples: validation/test inputs are longer than the
+        # training window and scored as sliding windows (data.eval_window); None: as they come
+        self.eval_windows: tuple[int, int, str] | None = None
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.last_eval: tuple[np.ndarray, np.ndarray] | None = None  # the last evaluation's (predictions, targets)
         self._rng_to_restore: dict[str, Any] | None = None
         self._frozen: list[nn.Module] = []
         self.apply_freeze()
@@ -258,8 +262,14 @@ class SupervisedModule(L.LightningModule):
             return labels[:, :1]
         return labels
 
-    def _step(self, batch: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        logits = self(batch["signal"], batch.get("mask"))
+    def _step(self, batch: Mapping[str, Tensor], windows: bool = False) -> tuple[dict[str, Tensor], Tensor]:
+        if windows and self.eval_windows is not None:
+            from ecgfm.models.portable import run_windows
+
+            window, stride, aggregate = self.eval_windows
+            logits = run_windows(self, batch["signal"], batch.get("mask"), window, stride, aggregate)
+        else:
+            logits = self(batch["signal"], batch.get("mask"))
         out = self.loss_fn(logits, self._targets(batch))
         return out, logits
 
@@ -273,7 +283,7 @@ class SupervisedModule(L.LightningModule):
         return out
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        out, logits = self._step(batch)
+        out, logits = self._step(batch, windows=True)
         preds = predict_from_logits(logits.detach().float(), self.head_spec)
         n = torch.tensor(float(batch["signal"].shape[0]), device=logits.device)
         self._val_outputs.append((preds, self._targets(batch).float(), out["loss"].detach().float() * n))
@@ -292,7 +302,8 @@ class SupervisedModule(L.LightningModule):
         n = torch.tensor(float(preds.shape[0]), device=preds.device)
         if self.trainer is not None and self.trainer.world_size > 1:
             loss_sum = self.all_gather(loss_sum).sum()
-        metrics = compute_metrics(preds.cpu().numpy(), target.cpu().numpy(), self.head_spec)
+        self.last_eval = (preds.cpu().numpy(), target.cpu().numpy())
+        metrics = compute_metrics(*self.last_eval, self.head_spec)
         metrics["loss"] = float(loss_sum / n.clamp(min=1))
         self.val_metrics = metrics
         for key, value in metrics.items():
@@ -436,6 +447,7 @@ def export_model(
     metrics: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     card: Mapping[str, Any] | None = None,
+    operating_points: Mapping[str, Mapping[str, float]] | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write ``module``'s encoder and head as a portable model folder (:func:`ecgfm.models.portable.save_model`).
@@ -451,6 +463,7 @@ def export_model(
         metrics: validation/test metrics for ``config.json`` and the card.
         training: JSON-able summary of the run (config, steps, records).
         card: model card fields (``summary``, ``training_data``, ``intended_use``, ...).
+        operating_points: ``{label: {"borderline", "positive"}}`` probability cut-offs.
     """
     from ecgfm.models.portable import save_model
 
@@ -463,7 +476,8 @@ def export_model(
             directory, encoder, head=module.head_spec, pipeline=pipeline,
             labels=list(module.head_spec.label_ids) or None, input=contract, card=dict(card or {}),
             metrics=dict(metrics or {}), training=dict(training or {}),
-            encoder_name=getattr(encoder, "encoder_name", None), overwrite=overwrite,
+            operating_points=operating_points, encoder_name=getattr(encoder, "encoder_name", None),
+            overwrite=overwrite,
         )
     finally:
         encoder.train(was_training)

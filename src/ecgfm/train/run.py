@@ -169,6 +169,17 @@ def _label_sets(corpus: Corpus, columns: Sequence[str]) -> list[list[str]]:
     return [list(dict.fromkeys(r)) for r in rows]
 
 
+def with_label_columns(corpus: Corpus, columns: Sequence[str]) -> Corpus:
+    """``corpus`` whose manifest ``labels`` column holds the ids of all ``columns`` (prefixed
+    ``"<column>:"`` for columns other than ``labels``), as a run with ``data.label_columns``
+    sees it; the same object when ``columns`` is just ``labels``."""
+    if tuple(columns) == ("labels",):
+        return corpus
+    manifest = corpus.manifest.copy()
+    manifest["labels"] = _label_sets(corpus, columns)
+    return Corpus(corpus.root, corpus.info, manifest)
+
+
 def resolve_labels(corpus: Corpus, labels: tuple[str, ...] | str, columns: Sequence[str] = ("labels",),
                    train_split: str = "train") -> tuple[str, ...]:
     """The label ids of a run: the explicit ids, ``"all"`` (every id in the store, sorted) or
@@ -317,6 +328,19 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return max(1, int(by_epochs or 1))
 
 
+def eval_windows(d: Any, fs: float) -> tuple[int, int, str] | None:
+    """``(window, stride, aggregate)`` in samples when validation scores sliding windows
+    (``data.eval_window`` longer than ``data.window``), else None (also with
+    ``eval_aggregate="none"``: the encoder sees the whole evaluation window at once)."""
+    if d.eval_window is None or d.window is None or d.eval_window <= d.window or d.eval_aggregate == "none":
+        return None
+    if fs is None:
+        raise ValidationError(f"{d.store}: data.eval_window needs a store of one sampling rate")
+    window = round(d.window * fs)
+    stride = round((d.eval_stride or d.window / 2) * fs)
+    return window, max(stride, 1), d.eval_aggregate
+
+
 def build(config: TrainConfig) -> RunParts:
     """Datasets, loaders and the module of a run (no Trainer); seeds everything first."""
     cfg, d, m = config, config.data, config.model
@@ -345,18 +369,18 @@ def build(config: TrainConfig) -> RunParts:
         sets = _label_sets(corpus, d.label_columns)
         label_ids = resolve_labels(corpus, d.labels, d.label_columns, d.train_split)
         dataset_labels = label_ids
-    if d.label_columns != ("labels",) and record_targets is None:
+    if record_targets is None:
         # The dataset reads labels from the manifest's "labels" column: give it the merged sets.
-        manifest = corpus.manifest.copy()
-        manifest["labels"] = sets
-        corpus = Corpus(corpus.root, corpus.info, manifest)
+        corpus = with_label_columns(corpus, d.label_columns)
     head = HeadSpec(m.head, len(label_ids), label_ids=label_ids)
     leads = tuple(d.leads) if d.leads is not None else corpus.leads
-    common = dict(window=d.window, leads=leads, label_ids=dataset_labels, seed=cfg.seed)
-    train_set = CorpusDataset(corpus, split=d.train_split, crop=d.train_crop,
+    common = dict(leads=leads, label_ids=dataset_labels, seed=cfg.seed)
+    train_set = CorpusDataset(corpus, split=d.train_split, crop=d.train_crop, window=d.window,
                               augment=_augmentation(d.augment, leads), **common)
-    val_set = CorpusDataset(corpus, split=d.val_split, crop=d.eval_crop, **common)
-    test_set = CorpusDataset(corpus, split=d.test_split, crop=d.eval_crop, **common) if d.test_split else None
+    eval_window = d.eval_window or d.window
+    val_set = CorpusDataset(corpus, split=d.val_split, crop=d.eval_crop, window=eval_window, **common)
+    test_set = (CorpusDataset(corpus, split=d.test_split, crop=d.eval_crop, window=eval_window, **common)
+                if d.test_split else None)
     if len(train_set) < d.batch_size:
         raise ValidationError(f"{d.store}: split {d.train_split!r} has {len(train_set)} windows, fewer than "
                               f"one batch ({d.batch_size}); lower data.batch_size")
@@ -401,6 +425,7 @@ def build(config: TrainConfig) -> RunParts:
         "pipeline_hash": None if pipeline is None else pipeline.hash, "init": init_info,
     }
     module = SupervisedModule(encoder, head, loss, cfg.optim, freeze=m.freeze, meta=meta)
+    module.eval_windows = eval_windows(d, corpus.fs)
     if record_targets is not None:
         module.set_record_targets(record_targets)
     # The schedule's length: Lightning's estimated_stepping_batches would set up the train loader
@@ -426,7 +451,7 @@ class LastCheckpoint(L.Callback):
             return
         self._saved_step = trainer.global_step
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero and tmp.exists():
             os.replace(tmp, self.path)
         trainer.strategy.barrier("last_checkpoint")
@@ -628,18 +653,23 @@ def train(config: TrainConfig | str | os.PathLike[str], overrides: Sequence[str]
         ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(ckpt["state_dict"])
         val_metrics = dict((ckpt.get("ecgfm") or {}).get("val_metrics") or {})
-    if not val_metrics:  # no validation ran (a short run): validate the final weights
-        trainer.validate(module, dataloaders=parts.data.val_dataloader(), verbose=False, weights_only=True)
+    # The exported weights' validation predictions (per-label figures and operating points)
+    module.eval_prefix = "best_val"
+    trainer.validate(module, dataloaders=parts.data.val_dataloader(), verbose=False, weights_only=True)
+    module.eval_prefix = "val"
+    val_eval = module.last_eval
+    if not val_metrics:  # no validation ran during fitting (a short run)
         val_metrics = dict(module.val_metrics)
-    test_metrics = None
+    test_metrics, test_eval = None, None
     if parts.test_set is not None:
         module.eval_prefix = "test"
         trainer.validate(module, dataloaders=parts.data.test_dataloader(), verbose=False, weights_only=True)
         module.eval_prefix = "val"
-        test_metrics = dict(module.val_metrics)
+        test_metrics, test_eval = dict(module.val_metrics), module.last_eval
     model_dir = None
     if cfg.trainer.export and trainer.is_global_zero:
-        model_dir = _export(parts, module.cpu(), out / "model", val_metrics, test_metrics, trainer)
+        model_dir = _export(parts, module.cpu(), out / "model", val_metrics, test_metrics, trainer,
+                            val_eval=val_eval, test_eval=test_eval, seconds=time.perf_counter() - t0)
     trainer.strategy.barrier("export")
     return {
         "out_dir": str(out), "config_path": str(out / "config.yaml"),
@@ -652,14 +682,78 @@ def train(config: TrainConfig | str | os.PathLike[str], overrides: Sequence[str]
     }
 
 
+def label_report(labels: Sequence[str], val: tuple[np.ndarray, np.ndarray],
+                 test: tuple[np.ndarray, np.ndarray] | None = None, *,
+                 borderline_sensitivity: float = 0.9) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """Per-label figures and operating points of a multi-label model, chosen on validation data.
+
+    For each label with positives and negatives in ``val``: the positive threshold is the one of
+    the best F1 on validation, the borderline threshold the highest one that still reaches
+    ``borderline_sensitivity`` (capped at the positive one). ``test`` figures use those
+    thresholds unchanged.
+
+    Args:
+        labels: the output ids.
+        val, test: ``(probabilities [N, C], targets [N, C])``.
+
+    Returns:
+        ``(per_label, operating_points)``: ``{label: {"val_auroc", "val_ap", "val_n_positive",
+        "test_auroc", "test_ap", "test_n_positive", "test_sensitivity", "test_specificity",
+        "test_ppv"}}`` (keys present where defined) and ``{label: {"borderline", "positive"}}``.
+    """
+    from ecgfm.evaluate.metrics import (
+        auroc,
+        average_precision,
+        confusion_at,
+        fmax,
+        operating_thresholds,
+        rates,
+    )
+
+    def figures(pred: np.ndarray, true: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_auroc": np.atleast_1d(auroc(true, pred)),
+                f"{prefix}_ap": np.atleast_1d(average_precision(true, pred)),
+                f"{prefix}_n_positive": np.nansum(true, axis=0)}
+
+    pv, yv = val
+    columns = figures(pv, yv, "val")
+    _, positive = fmax(yv, pv)
+    positive = np.atleast_1d(positive)
+    borderline = np.minimum(np.atleast_1d(operating_thresholds(yv, pv, "sensitivity", borderline_sensitivity)), positive)
+    if test is not None:
+        pt, yt = test
+        columns.update(figures(pt, yt, "test"))
+        r = rates(confusion_at(yt, pt, np.where(np.isfinite(positive), positive, np.nan)))
+        columns.update({f"test_{k}": np.atleast_1d(r[k]) for k in ("sensitivity", "specificity", "ppv")})
+    per_label: dict[str, dict[str, Any]] = {}
+    points: dict[str, dict[str, float]] = {}
+    for j, label in enumerate(labels):
+        row = {k: (int(v[j]) if k.endswith("n_positive") else float(v[j])) for k, v in columns.items()
+               if np.isfinite(v[j])}
+        per_label[str(label)] = row
+        if np.isfinite(positive[j]) and np.isfinite(borderline[j]):
+            points[str(label)] = {"borderline": float(np.clip(borderline[j], 0, 1)),
+                                  "positive": float(np.clip(positive[j], 0, 1))}
+    return per_label, points
+
+
 def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Mapping[str, Any],
-            test: Mapping[str, Any] | None, trainer: L.Trainer) -> Path:
+            test: Mapping[str, Any] | None, trainer: L.Trainer, *,
+            val_eval: tuple[np.ndarray, np.ndarray] | None = None,
+            test_eval: tuple[np.ndarray, np.ndarray] | None = None, seconds: float | None = None) -> Path:
     cfg, corpus = parts.config, parts.corpus
-    pipeline = export_pipeline(corpus.pipeline, window=cfg.data.window, leads=parts.leads,
+    pipeline = export_pipeline(corpus.pipeline, window=cfg.data.eval_window or cfg.data.window, leads=parts.leads,
                                store_leads=corpus.leads, eval_crop=cfg.data.eval_crop)
-    metrics = {"val": _scalars(val)}
+    contract: dict[str, Any] = {}
+    if module.eval_windows is not None:
+        window, stride, aggregate = module.eval_windows
+        contract = {"window_samples": window, "window_stride": stride, "aggregate": aggregate}
+    metrics: dict[str, Any] = {"val": _scalars(val)}
     if test is not None:
         metrics["test"] = _scalars(test)
+    points = None
+    if module.head_spec.type in ("multilabel", "binary") and val_eval is not None:
+        metrics["per_label"], points = label_report(parts.label_ids, val_eval, test_eval)
     manifest = corpus.manifest
     sources = sorted({str(s) for s in manifest["dataset"].dropna()}) if "dataset" in manifest.columns else []
     training = {
@@ -668,6 +762,8 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
                                          "test": None if parts.test_set is None else len(parts.test_set)},
         "global_step": int(trainer.global_step), "epochs": int(trainer.current_epoch),
         "init": module.meta.get("init"),
+        "wall_seconds": None if seconds is None else round(seconds, 1),  # this process's fit + evaluation time
+        "devices": f"{trainer.world_size} x {type(trainer.accelerator).__name__.removesuffix('Accelerator')}",
     }
     card = {
         "name": f"{module.meta.get('encoder')} on {', '.join(sources) or Path(cfg.data.store).name}",
@@ -677,7 +773,8 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
         "summary": (f"{cfg.model.head} head over {len(parts.label_ids)} labels, trained with ecgfm train "
                     f"(freeze={cfg.model.freeze}, {trainer.global_step} optimizer steps)."),
     }
-    return export_model(module, directory, pipeline=pipeline, metrics=metrics, training=training, card=card)
+    return export_model(module, directory, pipeline=pipeline, input=contract, metrics=metrics, training=training,
+                        card=card, operating_points=points)
 
 
 def finetune(config: TrainConfig | str | os.PathLike[str], init: str | os.PathLike[str] | None = None,
