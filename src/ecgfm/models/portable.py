@@ -379,6 +379,9 @@ def save_model(
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "encoder": name})
     config["weights"]["sha256"] = _sha256(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; weights are as readable as the config
     os.replace(tmp, directory / WEIGHTS_FILE)
     _write_text(directory / CONFIG_FILE, json.dumps(config, indent=2, allow_nan=False) + "\n")
     _write_text(directory / CARD_FILE, render_card(config))

@@ -141,6 +141,7 @@ class TrainConfig:
     out_dir: str = "runs/train"  # checkpoints/, logs/, config.yaml and model/ go here
     seed: int = 0  # seeds weights, crops, augmentations and the data order
     resume: str | None = None  # a .ckpt to resume exactly, or "auto" (out_dir/checkpoints/last.ckpt when present)
+    card: dict[str, str] = field(default_factory=dict)  # model card fields of the exported model (name, summary, training_data, intended_use, limitations, license, citation, authors)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -428,8 +429,14 @@ def _choice(value: str, choices: Sequence[str], where: str) -> None:
         raise ValidationError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
 
 
+CARD_FIELDS = ("name", "summary", "training_data", "intended_use", "limitations", "license", "citation", "authors")
+
+
 def _validate(cfg: TrainConfig) -> None:
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.trainer
+    unknown = sorted(set(cfg.card) - set(CARD_FIELDS))
+    if unknown:
+        raise ValidationError(f"card: unknown field(s) {', '.join(unknown)} (valid: {', '.join(CARD_FIELDS)})")
     _choice(d.train_crop, CROPS, "data.train_crop")
     _choice(d.eval_crop, CROPS, "data.eval_crop")
     parse_label_set(d.labels)

@@ -745,6 +745,9 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
     pipeline = export_pipeline(corpus.pipeline, window=cfg.data.eval_window or cfg.data.window, leads=parts.leads,
                                store_leads=corpus.leads, eval_crop=cfg.data.eval_crop)
     contract: dict[str, Any] = {}
+    if cfg.data.eval_window is not None and cfg.data.window is not None and cfg.data.eval_window > cfg.data.window:
+        # trained on shorter crops: a record that fills one crop is enough (the rest is padding)
+        contract["min_seconds"] = cfg.data.window
     if module.eval_windows is not None:
         window, stride, aggregate = module.eval_windows
         contract = {"window_samples": window, "window_stride": stride, "aggregate": aggregate}
@@ -772,6 +775,7 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
                           f"{cfg.data.store} ({', '.join(sources) or 'unknown sources'})."),
         "summary": (f"{cfg.model.head} head over {len(parts.label_ids)} labels, trained with ecgfm train "
                     f"(freeze={cfg.model.freeze}, {trainer.global_step} optimizer steps)."),
+        **cfg.card,
     }
     return export_model(module, directory, pipeline=pipeline, input=contract, metrics=metrics, training=training,
                         card=card, operating_points=points)
