@@ -28,7 +28,7 @@ app = typer.Typer(
 T = TypeVar("T")
 MAX_EXIT = 100
 # Files a folder walk passes over without comment: parts of a WFDB record, docs, checksums.
-_SKIP_SUFFIXES = {".dat", ".atr", ".md", ".txt", ".gz", ".zip", ".xsd", ".xlsx", ".json", ".py", ".sha256", ".pdf", ".png"}
+_SKIP_SUFFIXES = {".dat", ".atr", ".md", ".txt", ".gz", ".zip", ".xsd", ".xlsx", ".json", ".py", ".sha256", ".pdf", ".png", ".html", ".jsonl"}
 
 
 def _err(message: str) -> None:
@@ -266,10 +266,16 @@ def _add_subcommands() -> None:
     from ecgfm.labels.cli import app as labels_app
     from ecgfm.store.cli import app as corpus_app
     from ecgfm.store.cli import build_corpus_command
+    from ecgfm.models.cli import export_command
+    from ecgfm.profile.cli import profile_command
+    from ecgfm.serve.cli import serve_command
     from ecgfm.train.cli import embed_command, finetune_command, train_command
 
     app.add_typer(labels_app, name="labels")
     app.add_typer(corpus_app, name="corpus")
+    app.command("profile")(profile_command)
+    app.command("serve")(serve_command)
+    app.command("export")(export_command)
     app.command("build-corpus")(build_corpus_command)
     app.command("evaluate")(evaluate)
     app.command("train")(train_command)

@@ -689,8 +689,9 @@ def label_report(labels: Sequence[str], val: tuple[np.ndarray, np.ndarray],
 
     For each label with positives and negatives in ``val``: the positive threshold is the one of
     the best F1 on validation, the borderline threshold the highest one that still reaches
-    ``borderline_sensitivity`` (capped at the positive one). ``test`` figures use those
-    thresholds unchanged.
+    ``borderline_sensitivity``, kept between half the positive threshold and the positive
+    threshold (so a rare label with few validation positives does not call every record
+    borderline). ``test`` figures use those thresholds unchanged.
 
     Args:
         labels: the output ids.
@@ -719,7 +720,8 @@ def label_report(labels: Sequence[str], val: tuple[np.ndarray, np.ndarray],
     columns = figures(pv, yv, "val")
     _, positive = fmax(yv, pv)
     positive = np.atleast_1d(positive)
-    borderline = np.minimum(np.atleast_1d(operating_thresholds(yv, pv, "sensitivity", borderline_sensitivity)), positive)
+    sensitive = np.atleast_1d(operating_thresholds(yv, pv, "sensitivity", borderline_sensitivity))
+    borderline = np.minimum(np.maximum(sensitive, positive / 2), positive)
     if test is not None:
         pt, yt = test
         columns.update(figures(pt, yt, "test"))
@@ -750,7 +752,7 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
         contract["min_seconds"] = cfg.data.window
     if module.eval_windows is not None:
         window, stride, aggregate = module.eval_windows
-        contract = {"window_samples": window, "window_stride": stride, "aggregate": aggregate}
+        contract.update(window_samples=window, window_stride=stride, aggregate=aggregate)
     metrics: dict[str, Any] = {"val": _scalars(val)}
     if test is not None:
         metrics["test"] = _scalars(test)
