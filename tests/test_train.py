@@ -381,6 +381,7 @@ def test_sliding_window_evaluation_is_what_the_exported_model_runs(store: Path, 
     model = load_model(result["model_dir"])
     c = model.input
     assert (c.samples, c.window_samples, c.window_stride, c.aggregate) == (1000, 250, 125, "max")
+    assert c.min_seconds == 2.5  # one training crop of signal is enough; the rest is padded
     ds = CorpusDataset(store, split="val", window=10.0, crop="center", label_ids=LABELS3)
     batch = ds.__getitems__(list(range(len(ds))))
     x = batch["signal"]

@@ -264,11 +264,11 @@ def formats() -> None:
 def _add_subcommands() -> None:
     from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
-    from ecgfm.store.cli import app as corpus_app
-    from ecgfm.store.cli import build_corpus_command
     from ecgfm.models.cli import export_command
     from ecgfm.profile.cli import profile_command
     from ecgfm.serve.cli import serve_command
+    from ecgfm.store.cli import app as corpus_app
+    from ecgfm.store.cli import build_corpus_command
     from ecgfm.train.cli import embed_command, finetune_command, train_command
 
     app.add_typer(labels_app, name="labels")
