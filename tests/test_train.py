@@ -400,3 +400,16 @@ def test_sliding_window_evaluation_is_what_the_exported_model_runs(store: Path, 
     assert probs.shape == (1, 3)
     with pytest.raises(ValidationError, match="eval_window"):
         load_config(None, _base(store, tmp_path / "bad", "data.window=5", "data.eval_window=2"))
+
+
+def test_lead_subset_augmentations_widen_the_exported_contract() -> None:
+    from ecgfm.leads import STANDARD_12
+    from ecgfm.train.run import subset_contract
+
+    assert subset_contract([], STANDARD_12) == {}
+    assert subset_contract([{"name": "GaussianNoise", "std": 0.1}], STANDARD_12) == {}
+    assert subset_contract([{"name": "LeadDropout", "p": 0.2}], STANDARD_12) == {
+        "max_missing_leads": 11, "required_leads": []}
+    # subsets {I, II} and {I, V1, V2}: two leads may be all there is, and lead I is always there
+    rule = subset_contract([{"name": "RandomLeadSubset", "subsets": [["I", "II"], ["I", "V1", "V2"]]}], STANDARD_12)
+    assert rule == {"max_missing_leads": 10, "required_leads": ["I"]}

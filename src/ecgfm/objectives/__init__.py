@@ -18,6 +18,9 @@ _LAZY = {
     for name in ("AsymmetricLoss", "BinaryBCE", "LOSSES", "MultiClassCE", "MultiLabelBCE",
                  "RegressionLoss", "create_loss", "pos_weight_from_labels")
 }
+_LAZY.update({name: "ecgfm.objectives.alignment" for name in ("CORAL", "MMD", "Distillation", "create_alignment")})
+_LAZY.update({name: "ecgfm.objectives.survival"
+              for name in ("CoxPartialLikelihood", "DiscreteTimeHazard", "hazards_to_survival", "risk_at")})
 
 
 def __getattr__(name: str) -> Any:

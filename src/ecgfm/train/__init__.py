@@ -19,7 +19,7 @@ from typing import Any
 from ecgfm.train.config import TrainConfig, load_config, save_config
 
 _LAZY = {"train": "ecgfm.train.run", "finetune": "ecgfm.train.run", "embed": "ecgfm.train.run",
-         "SupervisedModule": "ecgfm.train.module"}
+         "SupervisedModule": "ecgfm.train.module", "transfer": "ecgfm.train.transfer"}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +30,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ecgfm.train' has no attribute {name!r}")
 
 
-__all__ = ["SupervisedModule", "TrainConfig", "embed", "finetune", "load_config", "save_config", "train"]
+__all__ = ["SupervisedModule", "TrainConfig", "embed", "finetune", "load_config", "save_config", "train", "transfer"]

@@ -29,7 +29,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -625,20 +625,41 @@ def train(config: TrainConfig | str | os.PathLike[str], overrides: Sequence[str]
     out = Path(cfg.out_dir)
     ckpt_path = _resume_path(cfg, out)
     parts = build(cfg)
+    return fit(parts, out, ckpt_path, callbacks, t0)
+
+
+def fit(parts: RunParts, out: Path, ckpt_path: str | None, callbacks: Sequence[Any] = (), t0: float | None = None,
+        *, extra_changes: Sequence[str] = (), on_start: Callable[[], None] | None = None,
+        eval_mode_parts: bool = False) -> dict[str, Any]:
+    """The rest of :func:`train` once :func:`build` made the run's parts: fit (or resume), reload
+    the best weights, score validation and test, export the portable model.
+
+    Args:
+        parts: from :func:`build` (a caller may swap in a module of its own, e.g. a student
+            distilled from a teacher).
+        out: the run folder; ``ckpt_path``: the checkpoint to resume, or None.
+        extra_changes: settings outside the config that changed since the run being resumed
+            (added to the warning about a resumed run that will not match an uninterrupted one).
+        on_start: called on rank 0 after ``config.yaml`` is written (to save other settings).
+        eval_mode_parts: the module holds parts in eval mode on purpose (a frozen teacher).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
     cfg = parts.config
     if ckpt_path is not None and (out / "config.yaml").is_file():
         changed = _changed_keys(load_config(out / "config.yaml").to_dict(), cfg.to_dict())
-        changed = [k for k in changed if k not in ("resume", "out_dir")]
+        changed = [k for k in changed if k not in ("resume", "out_dir")] + list(extra_changes)
         if changed:
-            warnings.warn(f"{out}: resuming with a configuration that differs from config.yaml in "
+            warnings.warn(f"{out}: resuming with a configuration that differs from the saved one in "
                           f"{', '.join(changed)}; the rest of the run will not match an uninterrupted one",
-                          stacklevel=2)
+                          stacklevel=3)
     out.mkdir(parents=True, exist_ok=True)
     trainer, best_cb = _trainer(cfg, out, callbacks)
     if trainer.is_global_zero:
         save_config(cfg, out / "config.yaml")
+        if on_start is not None:
+            on_start()
     with warnings.catch_warnings():
-        if cfg.model.freeze != "none":  # frozen modules are in eval mode on purpose
+        if cfg.model.freeze != "none" or eval_mode_parts:  # frozen modules are in eval mode on purpose
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         if ckpt_path is not None:  # of course it is not empty: we are resuming from it
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -676,7 +697,7 @@ def train(config: TrainConfig | str | os.PathLike[str], overrides: Sequence[str]
         "last_checkpoint": str(out / CHECKPOINTS / LAST), "best_checkpoint": best_path,
         "model_dir": None if model_dir is None else str(model_dir),
         "global_step": int(trainer.global_step), "epoch": epoch,
-        "label_ids": list(parts.label_ids), "val": val_metrics, "test": test_metrics,
+        "label_ids": list(parts.label_ids), "leads": list(parts.leads), "val": val_metrics, "test": test_metrics,
         "n_train": len(parts.train_set), "n_val": len(parts.val_set),
         "seconds": time.perf_counter() - t0, "global_rank": int(trainer.global_rank),
     }
@@ -746,7 +767,7 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
     cfg, corpus = parts.config, parts.corpus
     pipeline = export_pipeline(corpus.pipeline, window=cfg.data.eval_window or cfg.data.window, leads=parts.leads,
                                store_leads=corpus.leads, eval_crop=cfg.data.eval_crop)
-    contract: dict[str, Any] = {}
+    contract: dict[str, Any] = subset_contract(cfg.data.augment, parts.leads)
     if cfg.data.eval_window is not None and cfg.data.window is not None and cfg.data.eval_window > cfg.data.window:
         # trained on shorter crops: a record that fills one crop is enough (the rest is padding)
         contract["min_seconds"] = cfg.data.window
@@ -781,6 +802,30 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
     }
     return export_model(module, directory, pipeline=pipeline, input=contract, metrics=metrics, training=training,
                         card=card, operating_points=points)
+
+
+def subset_contract(specs: Sequence[Mapping[str, Any]], leads: Sequence[str]) -> dict[str, Any]:
+    """The absent-lead rule of a model trained with lead-subset augmentations: after
+    ``RandomLeadSubset`` any of its subsets may be all that is present (the leads common to all
+    subsets are required); after ``LeadDropout`` any lead but one may be absent. ``{}`` without
+    such an augmentation."""
+    from ecgfm.leads import canonical_leads
+    from ecgfm.store.augment import RandomLeadSubset
+
+    fewest, required = len(leads), None
+    for spec in specs:
+        if spec["name"] == "LeadDropout":
+            fewest, required = 1, set()
+        elif spec["name"] == "RandomLeadSubset":
+            subsets = [canonical_leads([leads[x] if isinstance(x, int) else str(x) for x in s])
+                       for s in (spec.get("subsets") or RandomLeadSubset.CINC2021)]
+            fewest = min(fewest, *(len(s) for s in subsets))
+            common = set.intersection(*(set(s) for s in subsets))
+            required = common if required is None else required & common
+    if fewest >= len(leads):
+        return {}
+    return {"max_missing_leads": len(leads) - fewest,
+            "required_leads": [lead for lead in leads if lead in (required or set())]}
 
 
 def finetune(config: TrainConfig | str | os.PathLike[str], init: str | os.PathLike[str] | None = None,
