@@ -358,6 +358,26 @@ def apply_overrides(config: TrainConfig | Mapping[str, Any], overrides: Sequence
     return config_from_dict(data, "override")
 
 
+def read_yaml_sections(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The mapping of sections in a YAML config file (empty for an empty file).
+
+    Raises:
+        ReadError: the file is missing, not YAML, or not a mapping.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ReadError(p, "config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ReadError(p, f"not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ReadError(p, f"expected a mapping of sections (data, model, optim, trainer), got {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config (None: the defaults) and apply ``overrides`` (see :func:`apply_overrides`).
 
@@ -365,20 +385,9 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
         ReadError: the file is missing or not YAML.
         ValidationError: unknown keys, wrong types or inconsistent values (naming the file).
     """
-    import yaml
-
-    data: Any = {}
     if path is not None:
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ReadError(p, "config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ReadError(p, f"not valid YAML ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise ReadError(p, f"expected a mapping of sections (data, model, optim, trainer), got {type(data).__name__}")
-        config = config_from_dict(data, str(p))
+        config = config_from_dict(read_yaml_sections(p), str(p))
     else:
         config = TrainConfig()
     return apply_overrides(config, overrides) if overrides else config

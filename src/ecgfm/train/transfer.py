@@ -139,21 +139,14 @@ def load_transfer_config(
     """
     import yaml
 
-    from ecgfm.train.config import _section, apply_overrides, config_from_dict
+    from ecgfm.train.config import _section, apply_overrides, config_from_dict, read_yaml_sections
 
     where = "config"
     data: Any = {}
     if path is not None:
         p = Path(path)
         where = str(p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ReadError(p, "config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ReadError(p, f"not valid YAML ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise ReadError(p, f"expected a mapping of sections, got {type(data).__name__}")
+        data = dict(read_yaml_sections(p))
     elif base is not None:
         where = "the teacher's training configuration"
         data = json.loads(json.dumps(dict(base)))
