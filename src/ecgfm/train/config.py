@@ -73,6 +73,7 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes per device
     pin_memory: bool = False  # pin batches (with a GPU)
     augment: tuple[dict[str, Any], ...] = ()  # training augmentations: [{name: GaussianNoise, std: 0.05}, ...] (ecgfm.store.augment)
+    overrides: str | None = None  # CSV or Parquet keyed by record_id whose other columns replace the manifest's for those records (cross-validation splits, corrected labels; ";" separates ids in a CSV)
 
 
 @dataclass(frozen=True)

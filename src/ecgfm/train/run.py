@@ -180,6 +180,57 @@ def with_label_columns(corpus: Corpus, columns: Sequence[str]) -> Corpus:
     return Corpus(corpus.root, corpus.info, manifest)
 
 
+def with_overrides(corpus: Corpus, path: str | os.PathLike[str] | None) -> Corpus:
+    """``corpus`` whose manifest takes, for the records listed in ``path``, the values of that
+    file's other columns (the store itself is not touched).
+
+    ``path`` is a CSV or Parquet table with a ``record_id`` column: e.g. ``split`` to refit on
+    other folds (records given an empty split or ``"none"`` leave every split), or ``labels`` (and
+    any label column) holding the labels after re-annotation, ";"-separated in a CSV. Columns the
+    manifest lacks are added (missing for the records not listed).
+
+    Raises:
+        ReadError: the file is missing or unreadable, has no ``record_id`` column, repeats a
+            record, or lists records the store does not have.
+    """
+    if path is None:
+        return corpus
+    import pandas as pd
+
+    from ecgfm.errors import ReadError
+
+    p = Path(path)
+    try:
+        table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(
+            p, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise ReadError(p, f"cannot read the manifest overrides: {error}") from None
+    if "record_id" not in table.columns:
+        raise ReadError(p, f"manifest overrides need a record_id column (columns: {list(table.columns)})")
+    ids = table["record_id"].astype(str)
+    if ids.duplicated().any():
+        raise ReadError(p, f"record(s) listed twice: {sorted(set(ids[ids.duplicated()]))[:5]}")
+    manifest = corpus.manifest.copy()
+    where = pd.Index(manifest["record_id"].astype(str)).get_indexer(ids)
+    if (where < 0).any():
+        raise ReadError(p, f"{int((where < 0).sum())} record(s) are not in the store {corpus.root}, "
+                           f"e.g. {list(ids[where < 0][:5])}")
+    for column in table.columns.drop("record_id"):
+        values = table[column].tolist()
+        if column == "split":
+            values = [None if v is None or str(v).strip().lower() in ("", "none", "nan") else str(v)
+                      for v in values]
+        elif column == "labels":
+            values = [_ids(v) for v in values]
+        if column not in manifest.columns:
+            manifest[column] = None
+        column_values = manifest[column].astype(object).tolist()
+        for row, value in zip(where, values):
+            column_values[row] = value
+        manifest[column] = column_values
+    return Corpus(corpus.root, corpus.info, manifest)
+
+
 def resolve_labels(corpus: Corpus, labels: tuple[str, ...] | str, columns: Sequence[str] = ("labels",),
                    train_split: str = "train") -> tuple[str, ...]:
     """The label ids of a run: the explicit ids, ``"all"`` (every id in the store, sorted) or
@@ -347,7 +398,7 @@ def build(config: TrainConfig) -> RunParts:
     if not d.store:
         raise ValidationError("data.store: give the corpus store folder (data.store=PATH)")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    corpus = Corpus.open(d.store)
+    corpus = with_overrides(Corpus.open(d.store), d.overrides)
     record_targets = None
     if m.head == "regression":
         # Regression targets are numeric manifest columns (e.g. age), named in data.labels.
