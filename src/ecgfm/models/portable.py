@@ -592,8 +592,14 @@ def render_card(config: Mapping[str, Any]) -> str:
     lines += ["## Use", "", "```python", "import ecgfm", "",
               'model = ecgfm.load_model("path/to/this/folder")',
               'probs = model.predict(["record.hea", "ecg.dcm"])      # numpy [N, C]',
-              'table = model.predict_frame(["record.hea"])           # one column per label',
-              "```", ""]
+              'table = model.predict_frame(["record.hea"])           # one column per label']
+    if head is not None and head["type"] in ("cox", "discrete_hazard"):
+        extra = head.get("extra") or {}
+        horizons = ", ".join(f"{h:g}" for h in extra.get("horizons") or []) or "1, 5"
+        unit = f" ({extra['time_unit']})" if extra.get("time_unit") else ""
+        lines += [f'surv = model.survival(["record.hea"], [{horizons}])   # S(t), numpy [N, T]{unit}',
+                  f'risk = model.risk(["record.hea"], [{horizons}])       # P(event by t) = 1 - S(t)']
+    lines += ["```", ""]
     if card.license or card.citation or card.authors:
         lines += ["## License and citation", ""]
         if card.authors:
@@ -646,6 +652,12 @@ def _output_meaning(kind: str) -> str:
         "regression": "predicted values (identity)",
         "binary": "one probability (sigmoid) of the label; for normal/abnormal (`NORM`) "
                   "P(abnormal) = 1 - P(normal)",
+        "cox": "the log relative hazard of a Cox model (identity; higher = earlier event); "
+               "`model.survival(files, times)` and `model.risk(files, horizons)` give S(t) and "
+               "P(event by t) from the Breslow baseline hazard of the training set",
+        "discrete_hazard": "the hazard of each time interval (sigmoid): P(event in the interval | "
+                           "event-free at its start); `model.survival(files, times)` and "
+                           "`model.risk(files, horizons)` give S(t) and P(event by t)",
     }[kind]
 
 
@@ -1023,8 +1035,10 @@ class Model:
 
         Returns:
             float32 ``[N, C]``: probabilities in [0, 1] (sigmoid per label for multilabel and
-            binary heads, softmax rows for multiclass), or values for regression heads; with
-            ``errors="skip"`` the tuple above.
+            binary heads, softmax rows for multiclass), values for regression heads, the log
+            relative hazard ``[N, 1]`` for a ``cox`` head, the hazard of each interval for a
+            ``discrete_hazard`` head (see :meth:`survival` and :meth:`risk` for absolute risk);
+            with ``errors="skip"`` the tuple above.
         """
         if self.head is None:
             raise ValidationError(f"{self.path or 'model'}: has no head (an embedding model); use embed()")
@@ -1034,6 +1048,59 @@ class Model:
             return predict_from_logits(self.forward(x, m).float(), head).cpu().numpy()
 
         return self._map(inputs, batch_size, errors, head.num_outputs, run)
+
+    def survival(self, inputs: Input | Sequence[Input], times: Sequence[float] | np.ndarray,
+                 batch_size: int = 64, errors: str = "raise") -> np.ndarray | tuple[np.ndarray, list[InputFailure]]:
+        """P(event-free at each time) for records or files, from a survival head.
+
+        Args:
+            inputs: as :meth:`predict`.
+            times: ``[T]`` times >= 0 in the head's unit (``head.extra["time_unit"]``), at most the
+                largest training follow-up (``cox``) or the last interval edge (``discrete_hazard``).
+            batch_size, errors: as :meth:`predict` (a skipped record's row is NaN).
+
+        Returns:
+            float64 ``[N, T]`` in [0, 1], non-increasing along ascending ``times``: for a ``cox``
+            head ``exp(-H0(t) exp(r))`` with the Breslow baseline ``H0`` estimated on the training
+            set; for a ``discrete_hazard`` head ``prod (1 - h_k)`` (exact at the interval edges,
+            constant hazard rate within an interval). With ``errors="skip"`` the tuple
+            ``(survival, failures)``.
+
+        Raises:
+            ValidationError: the model has no survival head (or a Cox head without baseline), or
+                a time outside what the model covers.
+        """
+        from ecgfm.models.survival import survival_from_logits
+
+        head = self._survival_head("survival")
+        t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        if t.ndim != 1 or not np.isfinite(t).all() or (t < 0).any():
+            raise ValidationError(f"survival: times must be a 1-D list of finite numbers >= 0, got {times!r}")
+        survival_from_logits(np.zeros((1, head.num_outputs)), head, t)  # refuse bad times before any work
+
+        def run(x: torch.Tensor, m: torch.Tensor) -> np.ndarray:
+            return survival_from_logits(self.forward(x, m).double().cpu().numpy(), head, t)
+
+        return self._map(inputs, batch_size, errors, t.size, run, dtype=np.float64)
+
+    def risk(self, inputs: Input | Sequence[Input], horizons: Sequence[float] | np.ndarray,
+             batch_size: int = 64, errors: str = "raise") -> np.ndarray | tuple[np.ndarray, list[InputFailure]]:
+        """P(event by each horizon) ``[N, H]`` = ``1 - survival(inputs, horizons)`` (absolute risk).
+
+        Same arguments and errors as :meth:`survival`.
+        """
+        result = self.survival(inputs, horizons, batch_size, errors)
+        if errors == "skip":
+            surv, failures = result
+            return 1.0 - surv, failures
+        return 1.0 - result
+
+    def _survival_head(self, what: str) -> HeadSpec:
+        if self.head is None or not self.head.is_survival:
+            kind = "no head" if self.head is None else f"a {self.head.type} head"
+            raise ValidationError(f"{self.path or 'model'}: has {kind}; {what}() needs a survival head "
+                                  "(cox or discrete_hazard)")
+        return self.head
 
     def embed(self, inputs: Input | Sequence[Input], batch_size: int = 64,
               errors: str = "raise") -> np.ndarray | tuple[np.ndarray, list[InputFailure]]:
@@ -1066,13 +1133,13 @@ class Model:
         return frame
 
     def _map(self, inputs: Input | Sequence[Input], batch_size: int, errors: str, width: int,
-             run: Any) -> np.ndarray | tuple[np.ndarray, list[InputFailure]]:
+             run: Any, dtype: Any = np.float32) -> np.ndarray | tuple[np.ndarray, list[InputFailure]]:
         if errors not in ("raise", "skip"):
             raise ValidationError(f"errors must be 'raise' or 'skip', got {errors!r}")
         if batch_size < 1:
             raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
         items = _as_list(inputs)
-        out = np.full((len(items), width), np.nan, np.float32)
+        out = np.full((len(items), width), np.nan, dtype)
         failures: list[InputFailure] = []
         for start in range(0, len(items), batch_size):
             prepared: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}

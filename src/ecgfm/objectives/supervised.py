@@ -1,4 +1,4 @@
-"""Supervised losses for the four head types (:mod:`ecgfm.models.heads`).
+"""Supervised losses for the head types of :mod:`ecgfm.models.heads`.
 
 Every loss is an ``nn.Module`` called as ``loss(logits, targets, mask=None)`` that returns a
 dict: ``"loss"`` (the scalar to back-propagate) plus detached parts for logging. A loss never
@@ -20,7 +20,13 @@ multilabel ``asl``             :class:`AsymmetricLoss` (Ridnik et al., ICCV 2021
 multiclass ``ce``              :class:`MultiClassCE`
 regression ``mse``/``huber``   :class:`RegressionLoss`
 binary     ``bce``             :class:`BinaryBCE` (normal/abnormal)
+cox        ``cox``             :class:`~ecgfm.objectives.survival.CoxPartialLikelihood`
+                               (``ties="efron"``; ``cox_breslow``/``cox_efron`` fix the ties)
+discrete_hazard ``discrete_hazard``  :class:`~ecgfm.objectives.survival.DiscreteTimeHazard`
+                               (needs ``bin_edges``: the head's ``extra["cuts"]``)
 ========  ===================  ========================================================
+
+The survival losses take ``targets`` ``[B, 2]`` = (time, event) (:mod:`ecgfm.objectives.survival`).
 
 >>> import torch
 >>> loss = create_loss("multilabel", "asl", gamma_neg=4, gamma_pos=0, clip=0.05)
@@ -341,8 +347,19 @@ LOSSES: dict[str, dict[str, Any]] = {
     "regression": {"mse": lambda **kw: RegressionLoss("mse", **kw),
                    "huber": lambda **kw: RegressionLoss("huber", **kw)},
     "binary": {"bce": BinaryBCE},
+    "cox": {"cox": lambda **kw: _survival().CoxPartialLikelihood(**kw),
+            "cox_efron": lambda **kw: _survival().CoxPartialLikelihood("efron", **kw),
+            "cox_breslow": lambda **kw: _survival().CoxPartialLikelihood("breslow", **kw)},
+    "discrete_hazard": {"discrete_hazard": lambda **kw: _survival().DiscreteTimeHazard(**kw)},
 }
-_ALIASES = {"asymmetric": "asl", "bce_with_logits": "bce", "cross_entropy": "ce"}
+_ALIASES = {"asymmetric": "asl", "bce_with_logits": "bce", "cross_entropy": "ce", "efron": "cox_efron",
+            "breslow": "cox_breslow", "hazard": "discrete_hazard"}
+
+
+def _survival() -> Any:
+    from ecgfm.objectives import survival
+
+    return survival
 
 
 def create_loss(head_type: str, name: str | None = None, **kwargs: Any) -> nn.Module:
@@ -352,6 +369,8 @@ def create_loss(head_type: str, name: str | None = None, **kwargs: Any) -> nn.Mo
     MultiLabelBCE(...)
     >>> create_loss("multilabel", "asl", gamma_neg=4, gamma_pos=0).gamma_neg
     4.0
+    >>> create_loss("cox", "breslow").ties
+    'breslow'
 
     Raises:
         ValidationError: unknown head type or loss name (listing the valid ones), or

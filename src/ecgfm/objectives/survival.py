@@ -261,7 +261,8 @@ def risk_at(logits: Tensor, bin_edges: Sequence[float] | np.ndarray | Tensor,
     return -torch.expm1(log_s_h)
 
 
-# head type "survival": (loss name) -> factory, for ecgfm.objectives.create_loss
+# (loss name) -> factory; ecgfm.objectives.create_loss registers them for the "cox" and
+# "discrete_hazard" head types of ecgfm.models.heads
 SURVIVAL_LOSSES: dict[str, Any] = {
     "cox": CoxPartialLikelihood,
     "cox_breslow": lambda **kw: CoxPartialLikelihood("breslow", **kw),

@@ -360,8 +360,8 @@ class _Context:
 
     def __init__(self, model: Model) -> None:
         head = getattr(model, "head", None)
-        if head is None or head.type == "regression":
-            kind = "no head" if head is None else "a regression head"
+        if head is None or head.type == "regression" or head.is_survival:
+            kind = "no head" if head is None else f"a {head.type} head"
             raise ValidationError(
                 f"{getattr(model, 'path', None) or 'model'}: has {kind}; a profile needs "
                 "a classification head (multilabel, multiclass or binary)"

@@ -73,7 +73,13 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes per device
     pin_memory: bool = False  # pin batches (with a GPU)
     augment: tuple[dict[str, Any], ...] = ()  # training augmentations: [{name: GaussianNoise, std: 0.05}, ...] (ecgfm.store.augment)
-    overrides: str | None = None  # CSV or Parquet keyed by record_id whose other columns replace the manifest's for those records (cross-validation splits, corrected labels; ";" separates ids in a CSV)
+    overrides: str | None = None  # CSV or Parquet keyed by record_id whose other columns replace the manifest's for those records (cross-validation splits, corrected labels, outcomes; ";" separates ids in a CSV)
+    time_column: str | None = None  # survival heads (cox, discrete_hazard): manifest or overrides column of follow-up time (>= 0, in time_unit)
+    event_column: str | None = None  # survival heads: column of the event indicator (1 = event at that time, 0 = censored)
+    time_unit: str = ""  # unit of time_column, horizons and cuts (e.g. years), recorded in the model
+    horizons: tuple[float, ...] = ()  # survival: evaluation horizons in time_unit, e.g. [1, 5, 10] (empty: quartiles of training event times)
+    survival_cuts: tuple[float, ...] = ()  # discrete_hazard: interval edges in time_unit, from 0 (empty: 0, survival_bins quantiles of training event times, horizons)
+    survival_bins: int = 10  # discrete_hazard: number of event-time quantile intervals of the default cuts
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class ModelConfig:
 
     encoder: str = "resnet1d18"  # name in the encoder registry (ecgfm.models.registry)
     encoder_args: dict[str, Any] = field(default_factory=dict)  # overrides of the encoder's config dataclass
-    head: str = "multilabel"  # multilabel, multiclass, regression, binary
+    head: str = "multilabel"  # multilabel, multiclass, regression, binary, cox, discrete_hazard (survival)
     loss: str | None = None  # loss name for ecgfm.objectives.create_loss (None: the head's default)
     loss_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the loss
     init: str | None = None  # initial weights: a portable model folder or a Lightning .ckpt (fine-tuning)
@@ -439,6 +445,39 @@ def _choice(value: str, choices: Sequence[str], where: str) -> None:
         raise ValidationError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
 
 
+SURVIVAL_METRICS = ("c_index", "uno_c", "auc_mean", "ibs", "loss", "events", "n")
+
+
+def _validate_survival(cfg: TrainConfig, survival: bool) -> None:
+    d, t = cfg.data, cfg.trainer
+    if not survival:
+        given = [k for k in ("time_column", "event_column") if getattr(d, k) is not None]
+        if given:
+            raise ValidationError(f"data.{given[0]} is for survival heads; set model.head=cox or "
+                                  f"model.head=discrete_hazard (got model.head={cfg.model.head})")
+        return
+    missing = [k for k in ("time_column", "event_column") if not getattr(d, k)]
+    if missing:
+        raise ValidationError(f"model.head={cfg.model.head} needs data.time_column and data.event_column (manifest "
+                              f"columns, or columns added by data.overrides); missing: "
+                              f"{', '.join('data.' + k for k in missing)}")
+    name = t.monitor.split("/", 1)[-1]
+    if not (name in SURVIVAL_METRICS or name.startswith("auc_")):
+        raise ValidationError(f"trainer.monitor: a survival head logs val/c_index, val/uno_c, val/auc_<horizon>, "
+                              f"val/auc_mean, val/ibs and val/loss, not {t.monitor}; set "
+                              "trainer.monitor=val/c_index trainer.monitor_mode=max")
+    for key in ("horizons", "survival_cuts"):
+        values = getattr(d, key)
+        if any(not v >= 0 for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+            raise ValidationError(f"data.{key}: expected increasing times >= 0, got {list(values)}")
+    if d.horizons and d.horizons[0] <= 0:
+        raise ValidationError(f"data.horizons: expected times > 0, got {list(d.horizons)}")
+    if len(d.survival_cuts) == 1:
+        raise ValidationError("data.survival_cuts: give at least two edges (or none for the default)")
+    if d.survival_bins < 1:
+        raise ValidationError(f"data.survival_bins: expected >= 1, got {d.survival_bins}")
+
+
 CARD_FIELDS = ("name", "summary", "training_data", "intended_use", "limitations", "license", "citation", "authors")
 
 
@@ -476,12 +515,13 @@ def _validate(cfg: TrainConfig) -> None:
     for i, aug in enumerate(d.augment):
         if "name" not in aug:
             raise ValidationError(f"data.augment[{i}]: expected a mapping with 'name' (an ecgfm.store.augment class), got {aug!r}")
-    from ecgfm.models.heads import HEAD_TYPES
+    from ecgfm.models.heads import HEAD_TYPES, SURVIVAL_HEADS
 
     _choice(m.head, HEAD_TYPES, "model.head")
     if m.head == "regression" and t.monitor.endswith(("auroc", "accuracy")):
         raise ValidationError(f"trainer.monitor: a regression head logs val/mae, val/rmse and val/loss, not "
                               f"{t.monitor}; set trainer.monitor=val/mae trainer.monitor_mode=min")
+    _validate_survival(cfg, m.head in SURVIVAL_HEADS)
     parse_freeze(m.freeze)
     _choice(o.schedule, SCHEDULES, "optim.schedule")
     if o.lr <= 0:

@@ -5,7 +5,13 @@
 ``[B, C]``), trains with the loss of :mod:`ecgfm.objectives.supervised` (a dict whose
 ``"loss"`` is back-propagated; the other parts are logged), and validates with the macro AUROC of
 :func:`ecgfm.evaluate.metrics.auroc` over the label columns that have both classes in the
-validation set (``val/auroc``; regression heads log ``val/mae``).
+validation set (``val/auroc``; regression heads log ``val/mae``; survival heads ``val/c_index``,
+Harrell's C, with Uno's C, time-dependent AUROC at the horizons and the integrated Brier score).
+
+Survival heads (``cox``, ``discrete_hazard``) take ``(time, event)`` targets per record
+(:meth:`SupervisedModule.set_record_targets`). A Cox head's loss over a mini-batch is the usual
+DeepSurv approximation of the partial likelihood (risk sets within the batch): a batch needs events,
+and one without any has loss 0, a zero gradient, and is counted in ``train/eventless_batches``.
 
 Freezing (``freeze``): ``"none"`` trains everything; ``"encoder"`` trains the head only (a
 linear probe: the encoder's parameters get no gradient and its normalisation layers stay in eval
@@ -190,6 +196,8 @@ class SupervisedModule(L.LightningModule):
         self.eval_windows: tuple[int, int, str] | None = None
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
         self.last_eval: tuple[np.ndarray, np.ndarray] | None = None  # the last evaluation's (predictions, targets)
+        self.last_logits: np.ndarray | None = None  # survival heads: the last evaluation's logits
+        self.eventless_batches = 0  # Cox: training batches without an event so far
         self._rng_to_restore: dict[str, Any] | None = None
         self._frozen: list[nn.Module] = []
         self.apply_freeze()
@@ -242,12 +250,28 @@ class SupervisedModule(L.LightningModule):
         return self.encoder(signal)
 
     def set_record_targets(self, values: np.ndarray) -> None:
-        """Regression targets per manifest row, ``[N_records, C]`` float (NaN = unknown), looked up
-        by each batch's ``record`` (a regression head learns manifest columns such as ``age``)."""
+        """Targets per manifest row, looked up by each batch's ``record``: regression
+        ``[N_records, C]`` float (NaN = unknown; a regression head learns manifest columns such
+        as ``age``), or survival ``[N_records, 2]`` = (time, event).
+
+        Survival targets are kept in float64 on the CPU, outside the module's buffers, so that a
+        half-precision run (``bf16-true``) does not round the follow-up times."""
+        if self.head_spec.is_survival:
+            table = np.asarray(values, np.float64)
+            if table.ndim != 2 or table.shape[1] != 2:
+                raise ValidationError(f"survival targets must be [N_records, 2] (time, event), got {table.shape}")
+            self.survival_table = torch.from_numpy(table)
+            return
         self.register_buffer("record_targets", torch.as_tensor(np.asarray(values, np.float32)), persistent=False)
 
     def _targets(self, batch: Mapping[str, Tensor]) -> Tensor:
         labels = batch["labels"]
+        if self.head_spec.is_survival:
+            table = getattr(self, "survival_table", None)
+            if table is None:
+                raise ValidationError("a survival head needs targets: set_record_targets() (run.build does it "
+                                      "from data.time_column and data.event_column)")
+            return table[batch["record"].cpu()].to(labels.device, torch.float32)
         if self.head_spec.type == "regression":
             table = getattr(self, "record_targets", None)
             if table is None:
@@ -270,12 +294,26 @@ class SupervisedModule(L.LightningModule):
             logits = run_windows(self, batch["signal"], batch.get("mask"), window, stride, aggregate)
         else:
             logits = self(batch["signal"], batch.get("mask"))
+        if self.head_spec.is_survival:
+            logits = logits.float()  # the risk-set sums and interval likelihoods in float32 at least
         out = self.loss_fn(logits, self._targets(batch))
         return out, logits
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out, _ = self._step(batch)
         size = batch["signal"].shape[0]
+        if self.head_spec.type == "cox" and float(out["events"]) == 0:
+            # The partial likelihood of a batch compares its events with its risk sets: a batch
+            # without events has loss 0 and a zero gradient (no NaN), and teaches nothing.
+            self.eventless_batches += 1
+            if self.eventless_batches == 1:
+                from lightning.pytorch.utilities import rank_zero_warn
+
+                rank_zero_warn(f"a training batch of {size} records has no event: its Cox loss is 0 and it does "
+                               "not move the weights (the mini-batch partial likelihood needs events; raise "
+                               "data.batch_size); counted in train/eventless_batches")
+            self.log("train/eventless_batches", float(self.eventless_batches), on_step=True, on_epoch=False,
+                     batch_size=size)
         self.log("train/loss", out["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
         for key, value in out.items():
             if key not in ("loss", "observed") and torch.is_tensor(value) and value.ndim == 0:
@@ -284,7 +322,10 @@ class SupervisedModule(L.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         out, logits = self._step(batch, windows=True)
-        preds = predict_from_logits(logits.detach().float(), self.head_spec)
+        if self.head_spec.is_survival:  # metrics and the whole-set loss need the logits
+            preds = logits.detach().float()
+        else:
+            preds = predict_from_logits(logits.detach().float(), self.head_spec)
         n = torch.tensor(float(batch["signal"].shape[0]), device=logits.device)
         self._val_outputs.append((preds, self._targets(batch).float(), out["loss"].detach().float() * n))
 
@@ -302,15 +343,56 @@ class SupervisedModule(L.LightningModule):
         n = torch.tensor(float(preds.shape[0]), device=preds.device)
         if self.trainer is not None and self.trainer.world_size > 1:
             loss_sum = self.all_gather(loss_sum).sum()
-        self.last_eval = (preds.cpu().numpy(), target.cpu().numpy())
-        metrics = compute_metrics(*self.last_eval, self.head_spec)
-        metrics["loss"] = float(loss_sum / n.clamp(min=1))
+        if self.head_spec.is_survival:
+            metrics = self._survival_metrics(preds, target)
+        else:
+            self.last_eval = (preds.cpu().numpy(), target.cpu().numpy())
+            metrics = compute_metrics(*self.last_eval, self.head_spec)
+            metrics["loss"] = float(loss_sum / n.clamp(min=1))
         self.val_metrics = metrics
         for key, value in metrics.items():
             if isinstance(value, float):
                 # identical on every rank (computed from the gathered predictions); sync_dist
                 # averages equal values and keeps Lightning from warning about epoch-level logs
-                self.log(f"{self.eval_prefix}/{key}", value, prog_bar=key in ("auroc", "loss", "mae"), sync_dist=True)
+                self.log(f"{self.eval_prefix}/{key}", value, prog_bar=key in ("auroc", "loss", "mae", "c_index"),
+                         sync_dist=True)
+
+    def _survival_metrics(self, logits: Tensor, target: Tensor) -> dict[str, Any]:
+        """Whole-set survival metrics and loss of gathered logits ``[N, C]`` and targets ``[N, 2]``.
+
+        ``loss`` is the loss over all the evaluated records at once: for a Cox head the negative
+        log partial likelihood of the whole set per event (risk sets over every record, not per
+        batch), for a discrete-time head the mean negative log-likelihood. The other figures are
+        :func:`ecgfm.models.survival.survival_metrics`. ``last_eval`` is (predictions, targets)."""
+        from ecgfm.models.survival import survival_metrics
+
+        z = logits.detach().cpu().double()
+        y = target.detach().cpu().double()
+        self.last_logits = z.numpy()
+        self.last_eval = (predict_from_logits(z, self.head_spec).numpy(), y.numpy())
+        known = torch.isfinite(y).all(dim=1)
+        metrics: dict[str, Any] = {"n": float(known.sum())}
+        with torch.no_grad():
+            metrics["loss"] = float(self.loss_fn(z[known], y[known])["loss"]) if known.any() else float("nan")
+        if known.any():
+            metrics.update(survival_metrics(z[known].numpy(), y[known, 0].numpy(), y[known, 1].numpy() == 1,
+                                            self.head_spec))
+        return metrics
+
+    def set_baseline(self, logits: np.ndarray, time: np.ndarray, event: np.ndarray) -> None:
+        """Store in the Cox head the Breslow baseline cumulative hazard of these (training) records,
+        so that validation, test and the exported model give absolute survival."""
+        import dataclasses
+
+        from ecgfm.models.survival import breslow_baseline
+
+        known = np.isfinite(time) & np.isfinite(event)
+        times, cumulative = breslow_baseline(np.asarray(logits, np.float64).reshape(len(time), -1)[known, 0],
+                                             time[known], event[known] == 1)
+        extra = {**self.head_spec.extra, "baseline_times": times.tolist(),
+                 "baseline_cumulative_hazard": cumulative.tolist(), "max_time": float(np.max(time[known])),
+                 "baseline_records": int(known.sum())}
+        self.head_spec = dataclasses.replace(self.head_spec, extra=extra)
 
     def _gather(self, x: Tensor) -> Tensor:
         """Concatenate ``x`` ``[n_rank, ...]`` over DDP ranks (ranks may differ in n by one)."""
@@ -377,11 +459,25 @@ def compute_metrics(preds: np.ndarray, target: np.ndarray, head: HeadSpec) -> di
     Multi-label and binary heads: ``auroc`` = macro AUROC (:func:`ecgfm.evaluate.metrics.auroc`,
     mean over the columns with both classes present), ``auroc_labels`` = how many columns that
     is, ``per_label_auroc``. Multi-class: the same one-vs-rest on the class indicators, plus
-    ``accuracy``. Regression: ``mae`` and ``rmse`` over the known targets.
+    ``accuracy``. Regression: ``mae`` and ``rmse`` over the known targets. Survival heads
+    (predictions = :func:`predict_from_logits`, targets ``[N, 2]`` = time, event):
+    :func:`ecgfm.models.survival.survival_metrics` (``c_index``, ``uno_c``, ``auc_<h>``,
+    ``auc_mean``, ``ibs``, ``events``).
     """
     from ecgfm.evaluate.metrics import auroc
 
     out: dict[str, Any] = {"n": float(len(preds))}
+    if head.is_survival:
+        from scipy.special import logit
+
+        from ecgfm.models.survival import survival_metrics
+
+        known = np.isfinite(target).all(axis=1)
+        z = preds if head.type == "cox" else logit(np.clip(preds, 1e-12, 1 - 1e-12))
+        out["n"] = float(known.sum())
+        if known.any():
+            out.update(survival_metrics(z[known], target[known, 0], target[known, 1] == 1, head))
+        return out
     if head.type == "regression":
         known = np.isfinite(target)
         err = np.where(known, preds - np.where(known, target, 0.0), 0.0)

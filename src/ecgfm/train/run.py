@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ecgfm.errors import ValidationError
-from ecgfm.models.heads import HeadSpec
+from ecgfm.models.heads import SURVIVAL_HEADS, HeadSpec
 from ecgfm.store.dataset import CorpusDataset, EpochBatchSampler, ShardedSampler, collate
 from ecgfm.store.format import Corpus
 from ecgfm.train.config import TrainConfig, load_config, parse_label_set, save_config
@@ -200,13 +200,7 @@ def with_overrides(corpus: Corpus, path: str | os.PathLike[str] | None) -> Corpu
     from ecgfm.errors import ReadError
 
     p = Path(path)
-    try:
-        table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(
-            p, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as error:
-        raise ReadError(p, f"cannot read the manifest overrides: {error}") from None
-    if "record_id" not in table.columns:
-        raise ReadError(p, f"manifest overrides need a record_id column (columns: {list(table.columns)})")
+    table = read_overrides(p)
     ids = table["record_id"].astype(str)
     if ids.duplicated().any():
         raise ReadError(p, f"record(s) listed twice: {sorted(set(ids[ids.duplicated()]))[:5]}")
@@ -229,6 +223,170 @@ def with_overrides(corpus: Corpus, path: str | os.PathLike[str] | None) -> Corpu
             column_values[row] = value
         manifest[column] = column_values
     return Corpus(corpus.root, corpus.info, manifest)
+
+
+def read_overrides(path: str | os.PathLike[str]) -> Any:
+    """The table of a ``data.overrides`` file (a pandas DataFrame; a CSV is read as strings).
+
+    Raises:
+        ReadError: the file is missing or unreadable, or has no ``record_id`` column.
+    """
+    import pandas as pd
+
+    from ecgfm.errors import ReadError
+
+    p = Path(path)
+    try:
+        table = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(
+            p, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise ReadError(p, f"cannot read the manifest overrides: {error}") from None
+    if "record_id" not in table.columns:
+        raise ReadError(p, f"manifest overrides need a record_id column (columns: {list(table.columns)})")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# survival outcomes
+# ---------------------------------------------------------------------------------------------
+_MISSING = {"", "na", "nan", "none", "null", "<na>", "nat"}
+_BOOL = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}
+
+
+def _outcome(corpus: Corpus, column: str, key: str, overrides: Any, overrides_path: str | None) -> np.ndarray:
+    """A manifest column of follow-up times (``key="time_column"``) or event indicators
+    (``"event_column"``) as float64 ``[N]``, NaN where missing (empty, NA, None).
+
+    Raises:
+        ValidationError: the column is absent, or a value is not a number, a time is negative or
+            infinite, an event is not 0/1; naming the file the value came from (``data.overrides``
+            or the store's manifest), the column and the record.
+    """
+    m = corpus.manifest
+    manifest_file = f"{corpus.root}/manifest.parquet"
+    from_file = overrides is not None and column in overrides.columns
+    if column not in m.columns:
+        extra = (f" nor of data.overrides {overrides_path} (columns: {list(overrides.columns)})"
+                 if overrides is not None else " (join outcomes with data.overrides: a CSV of record_id, "
+                                                 f"{column}, ...)")
+        raise ValidationError(f"{manifest_file}: data.{key} {column!r} is not a column of the store manifest"
+                              f"{extra}; manifest columns: {list(m.columns)}")
+    listed = set(overrides["record_id"].astype(str)) if from_file else set()
+    ids = m["record_id"].astype(str).tolist()
+
+    def where(i: int) -> str:
+        return str(overrides_path) if ids[i] in listed else manifest_file
+
+    out = np.full(len(m), np.nan)
+    for i, v in enumerate(m[column].tolist()):
+        if v is None:
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            out[i] = float(v)
+            continue
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            out[i] = float(v)  # NaN stays missing
+            continue
+        text = str(v).strip().lower()
+        if text in _MISSING:
+            continue
+        if key == "event_column" and text in _BOOL:
+            out[i] = _BOOL[text]
+            continue
+        try:
+            out[i] = float(text)
+        except ValueError:
+            raise ValidationError(f"{where(i)}: column {column!r} (data.{key}), record {ids[i]}: {v!r} is not a "
+                                  "number") from None
+    known = ~np.isnan(out)
+    if key == "time_column":
+        bad = known & (~np.isfinite(out) | (out < 0))
+        what = "follow-up times must be finite and >= 0"
+    else:
+        bad = known & (out != 0) & (out != 1)
+        what = "event indicators must be 0 (censored) or 1 (event)"
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValidationError(f"{where(i)}: column {column!r} (data.{key}), record {ids[i]}: {what}, got "
+                              f"{m[column].iloc[i]!r} ({int(bad.sum())} such record(s))")
+    return out
+
+
+def survival_targets(corpus: Corpus, d: Any) -> tuple[Corpus, np.ndarray, dict[str, Any]]:
+    """The outcomes of a survival run, and the corpus without the records that lack them.
+
+    Args:
+        corpus: the store (after ``data.overrides``).
+        d: the run's :class:`~ecgfm.train.config.DataConfig` (``time_column``, ``event_column``,
+            ``overrides``).
+
+    Returns:
+        ``(corpus, targets, info)``: the corpus whose records with a missing time or event are in
+        no split (so no dataset sees them), ``targets`` float64 ``[N_records, 2]`` = (time, event)
+        per manifest row (NaN where missing), and ``info`` = ``{"excluded": {split: n}, "known":
+        {split: n}, "events": {split: n}}``. The exclusion is warned about with its counts.
+    """
+    overrides = read_overrides(d.overrides) if d.overrides else None
+    time = _outcome(corpus, d.time_column, "time_column", overrides, d.overrides)
+    event = _outcome(corpus, d.event_column, "event_column", overrides, d.overrides)
+    missing = np.isnan(time) | np.isnan(event)
+    m = corpus.manifest
+    splits = m["split"].astype(object).where(m["split"].notna(), None).tolist() if "split" in m.columns \
+        else [None] * len(m)
+    info: dict[str, Any] = {"excluded": {}, "known": {}, "events": {}}
+    for s, miss, ev in zip(splits, missing, event):
+        if s is None:
+            continue
+        s = str(s)
+        if miss:
+            info["excluded"][s] = info["excluded"].get(s, 0) + 1
+        else:
+            info["known"][s] = info["known"].get(s, 0) + 1
+            info["events"][s] = info["events"].get(s, 0) + int(ev)
+    if missing.any():
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(info["excluded"].items())) or "none in a split"
+        warnings.warn(f"{d.store}: {int(missing.sum())} record(s) have no {d.time_column!r}/{d.event_column!r} "
+                      f"value and are left out of every split ({counts})", stacklevel=3)
+        manifest = m.copy()
+        manifest["split"] = [None if miss else s for s, miss in zip(splits, missing)]
+        corpus = Corpus(corpus.root, corpus.info, manifest)
+    targets = np.stack([time, event], axis=1)
+    return corpus, targets, info
+
+
+def _survival_head(cfg: TrainConfig, corpus: Corpus, targets: np.ndarray) -> tuple[HeadSpec, tuple[float, ...]]:
+    """The head of a survival run and its cuts (discrete_hazard), with horizons resolved on the
+    training split."""
+    from ecgfm.models.heads import cox_head, discrete_hazard_head
+    from ecgfm.models.survival import default_cuts, default_horizons
+
+    d = cfg.data
+    m = corpus.manifest
+    rows = np.flatnonzero(m["split"].to_numpy() == d.train_split) if "split" in m.columns else np.zeros(0, int)
+    t, e = targets[rows, 0].astype(np.float64), targets[rows, 1] == 1
+    if not e.any():
+        raise ValidationError(f"{d.store}: no event ({d.event_column} = 1) among the {rows.size} records of split "
+                              f"{d.train_split!r}; a survival head cannot learn from it")
+    horizons = tuple(float(h) for h in d.horizons) or default_horizons(t, e)
+    if max(horizons) > t.max():
+        warnings.warn(f"data.horizons: {max(horizons):g} is beyond the largest training follow-up time "
+                      f"{t.max():g}; figures there are unknown (NaN) or extrapolated", stacklevel=3)
+    common = dict(time_unit=d.time_unit, horizons=list(horizons), time_column=d.time_column,
+                  event_column=d.event_column)
+    if cfg.model.head == "cox":
+        return cox_head(d.event_column, **common), ()
+    if d.survival_cuts:
+        cuts = np.asarray(d.survival_cuts, np.float64)
+        if (t[e] < cuts[0]).any():
+            raise ValidationError(f"data.survival_cuts: training events at time {t[e].min():g} come before the "
+                                  f"first edge {cuts[0]:g} (start the cuts at 0)")
+    else:
+        try:
+            cuts = default_cuts(t, e, d.survival_bins, [h for h in horizons if h <= t.max()])
+        except ValidationError as error:
+            raise ValidationError(f"{d.store}: data.survival_cuts: {error}") from None
+    head = discrete_hazard_head(cuts, d.event_column, **common)
+    return head, tuple(float(c) for c in cuts)
 
 
 def resolve_labels(corpus: Corpus, labels: tuple[str, ...] | str, columns: Sequence[str] = ("labels",),
@@ -285,6 +443,7 @@ class RunParts:
     module: SupervisedModule
     label_ids: tuple[str, ...]
     leads: tuple[str, ...]
+    survival: dict[str, Any] | None = None  # survival heads: records left out / known / events per split, horizons, cuts
 
 
 def _augmentation(specs: Sequence[Mapping[str, Any]], leads: Sequence[str]) -> Any:
@@ -345,9 +504,11 @@ class RunData(L.LightningDataModule):
     read when a loader is made)."""
 
     def __init__(self, train_set: CorpusDataset, val_set: CorpusDataset, test_set: CorpusDataset | None,
-                 batch_size: int, eval_batch_size: int, num_workers: int, seed: int, pin_memory: bool) -> None:
+                 batch_size: int, eval_batch_size: int, num_workers: int, seed: int, pin_memory: bool, *,
+                 train_eval_set: CorpusDataset | None = None) -> None:
         super().__init__()
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
+        self.train_eval_set = train_eval_set  # the training split cropped as validation is (Cox baseline)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.kw = dict(num_workers=num_workers, seed=seed, pin_memory=pin_memory)
 
@@ -361,6 +522,12 @@ class RunData(L.LightningDataModule):
         if self.test_set is None:
             raise ValidationError("no test split configured (data.test_split)")
         return _loader(self.test_set, self.eval_batch_size, train=False, **self.kw)
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """The training records in order, cropped as validation crops them (no augmentation)."""
+        if self.train_eval_set is None:
+            raise ValidationError("no training-evaluation set (only Cox runs make one)")
+        return _loader(self.train_eval_set, self.eval_batch_size, train=False, **self.kw)
 
     def batches_per_epoch(self, world_size: int) -> int:
         """Training batches per epoch and rank (ranks are padded to equal size; the last
@@ -400,7 +567,21 @@ def build(config: TrainConfig) -> RunParts:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     corpus = with_overrides(Corpus.open(d.store), d.overrides)
     record_targets = None
-    if m.head == "regression":
+    survival: dict[str, Any] | None = None
+    head: HeadSpec | None = None
+    if m.head in SURVIVAL_HEADS:
+        # Survival targets are (time, event) manifest columns; records lacking either leave every split.
+        corpus, record_targets, survival = survival_targets(corpus, d)
+        head, cuts = _survival_head(cfg, corpus, record_targets)
+        label_ids = head.label_ids
+        sets = [[] for _ in range(len(corpus))]
+        dataset_labels = None
+        survival["horizons"] = list(head.extra["horizons"])
+        if cuts:
+            survival["cuts"] = list(cuts)
+        d = dataclasses.replace(d, horizons=tuple(head.extra["horizons"]), survival_cuts=cuts)
+        cfg = dataclasses.replace(cfg, data=d)
+    elif m.head == "regression":
         # Regression targets are numeric manifest columns (e.g. age), named in data.labels.
         if isinstance(d.labels, str):
             raise ValidationError("data.labels: a regression head needs the manifest's numeric target "
@@ -423,7 +604,8 @@ def build(config: TrainConfig) -> RunParts:
     if record_targets is None:
         # The dataset reads labels from the manifest's "labels" column: give it the merged sets.
         corpus = with_label_columns(corpus, d.label_columns)
-    head = HeadSpec(m.head, len(label_ids), label_ids=label_ids)
+    if head is None:
+        head = HeadSpec(m.head, len(label_ids), label_ids=label_ids)
     leads = tuple(d.leads) if d.leads is not None else corpus.leads
     common = dict(leads=leads, label_ids=dataset_labels, seed=cfg.seed)
     train_set = CorpusDataset(corpus, split=d.train_split, crop=d.train_crop, window=d.window,
@@ -435,8 +617,11 @@ def build(config: TrainConfig) -> RunParts:
     if len(train_set) < d.batch_size:
         raise ValidationError(f"{d.store}: split {d.train_split!r} has {len(train_set)} windows, fewer than "
                               f"one batch ({d.batch_size}); lower data.batch_size")
+    # the training records as validation sees them (the Cox baseline hazard is estimated on them)
+    train_eval = (CorpusDataset(corpus, split=d.train_split, crop=d.eval_crop, window=eval_window, **common)
+                  if m.head == "cox" else None)
     data = RunData(train_set, val_set, test_set, d.batch_size, d.eval_batch_size or d.batch_size,
-                   d.num_workers, cfg.seed, d.pin_memory)
+                   d.num_workers, cfg.seed, d.pin_memory, train_eval_set=train_eval)
 
     init_info: dict[str, Any] | None = None
     if m.init:
@@ -444,7 +629,8 @@ def build(config: TrainConfig) -> RunParts:
         if int(encoder.in_leads) != len(leads):
             raise ValidationError(f"{m.init}: the model takes {encoder.in_leads} leads, the data gives "
                                   f"{len(leads)} ({', '.join(leads)})")
-        same = old_head is not None and old_head.type == head.type and tuple(old_head.label_ids) == label_ids
+        same = old_head is not None and old_head.type == head.type and tuple(old_head.label_ids) == label_ids \
+            and old_head.extra.get("cuts") == head.extra.get("cuts")
         if not same:
             encoder.reset_head(head.num_outputs)
         init_info["head_reset"] = not same
@@ -466,8 +652,11 @@ def build(config: TrainConfig) -> RunParts:
         loss_args["pos_weight"] = pos_weight_from_labels(y, float(loss_args.pop("max_pos_weight", 100.0)))
     from ecgfm.objectives.supervised import create_loss
 
+    if m.head == "discrete_hazard":
+        loss_args.setdefault("bin_edges", head.extra["cuts"])
     loss = create_loss(m.head, m.loss, **loss_args)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, labels=label_ids))
+    if m.head not in SURVIVAL_HEADS:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, labels=label_ids))
     pipeline = corpus.pipeline
     meta = {
         "config": cfg.to_dict(), "encoder": getattr(encoder, "encoder_name", None) or m.encoder,
@@ -482,7 +671,7 @@ def build(config: TrainConfig) -> RunParts:
     # The schedule's length: Lightning's estimated_stepping_batches would set up the train loader
     # before a resume restores its position (which then never reaches it), so count here.
     module.schedule_steps = lambda world_size: total_steps(cfg, data.batches_per_epoch(world_size))
-    return RunParts(cfg, corpus, train_set, val_set, test_set, data, module, label_ids, leads)
+    return RunParts(cfg, corpus, train_set, val_set, test_set, data, module, label_ids, leads, survival)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,12 +914,21 @@ def fit(parts: RunParts, out: Path, ckpt_path: str | None, callbacks: Sequence[A
         ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(ckpt["state_dict"])
         val_metrics = dict((ckpt.get("ecgfm") or {}).get("val_metrics") or {})
+    if module.head_spec.type == "cox" and parts.data.train_eval_set is not None:
+        # Absolute risk needs the baseline hazard: Breslow's estimate on the training records,
+        # scored with the weights being exported (validation, test and the model then use it).
+        module.eval_prefix = "train_eval"
+        trainer.validate(module, dataloaders=parts.data.train_eval_dataloader(), verbose=False, weights_only=True)
+        _, target = module.last_eval
+        module.set_baseline(module.last_logits, target[:, 0], target[:, 1])
     # The exported weights' validation predictions (per-label figures and operating points)
     module.eval_prefix = "best_val"
     trainer.validate(module, dataloaders=parts.data.val_dataloader(), verbose=False, weights_only=True)
     module.eval_prefix = "val"
     val_eval = module.last_eval
-    if not val_metrics:  # no validation ran during fitting (a short run)
+    if not val_metrics or module.head_spec.is_survival:
+        # no validation ran during fitting (a short run); or a survival head, whose calibration
+        # figures (ibs) now use the training baseline rather than one fitted on validation
         val_metrics = dict(module.val_metrics)
     test_metrics, test_eval = None, None
     if parts.test_set is not None:
@@ -751,6 +949,7 @@ def fit(parts: RunParts, out: Path, ckpt_path: str | None, callbacks: Sequence[A
         "label_ids": list(parts.label_ids), "leads": list(parts.leads), "val": val_metrics, "test": test_metrics,
         "n_train": len(parts.train_set), "n_val": len(parts.val_set),
         "seconds": time.perf_counter() - t0, "global_rank": int(trainer.global_rank),
+        **({"survival": parts.survival} if parts.survival is not None else {}),
     }
 
 
@@ -839,6 +1038,7 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
                                          "test": None if parts.test_set is None else len(parts.test_set)},
         "global_step": int(trainer.global_step), "epochs": int(trainer.current_epoch),
         "init": module.meta.get("init"),
+        **({"survival": parts.survival} if parts.survival is not None else {}),
         "wall_seconds": None if seconds is None else round(seconds, 1),  # this process's fit + evaluation time
         "devices": f"{trainer.world_size} x {type(trainer.accelerator).__name__.removesuffix('Accelerator')}",
     }
@@ -847,12 +1047,23 @@ def _export(parts: RunParts, module: SupervisedModule, directory: Path, val: Map
         "training_data": (f"{len(parts.train_set)} training windows ({cfg.data.train_split}), "
                           f"{len(parts.val_set)} validation ({cfg.data.val_split}) from the store "
                           f"{cfg.data.store} ({', '.join(sources) or 'unknown sources'})."),
-        "summary": (f"{cfg.model.head} head over {len(parts.label_ids)} labels, trained with ecgfm train "
+        "summary": (f"{_head_summary(module.head_spec, len(parts.label_ids))}, trained with ecgfm train "
                     f"(freeze={cfg.model.freeze}, {trainer.global_step} optimizer steps)."),
         **cfg.card,
     }
     return export_model(module, directory, pipeline=pipeline, input=contract, metrics=metrics, training=training,
                         card=card, operating_points=points)
+
+
+def _head_summary(head: HeadSpec, n_labels: int) -> str:
+    if not head.is_survival:
+        return f"{head.type} head over {n_labels} labels"
+    x = head.extra
+    unit = f" ({x.get('time_unit')})" if x.get("time_unit") else ""
+    what = ("Cox head: the log relative hazard of" if head.type == "cox"
+            else f"discrete-time hazard head ({head.num_outputs} intervals) of")
+    return (f"{what} {x.get('event_column')} over follow-up {x.get('time_column')}{unit}; "
+            f"horizons {', '.join(f'{h:g}' for h in x.get('horizons') or [])}")
 
 
 def subset_contract(specs: Sequence[Mapping[str, Any]], leads: Sequence[str]) -> dict[str, Any]:

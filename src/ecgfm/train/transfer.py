@@ -518,8 +518,8 @@ def transfer(teacher: str | os.PathLike[str], leads: str | Sequence[str],
     if len(subset) >= len(info.leads):
         raise ValidationError(f"leads {', '.join(subset)}: a student must read fewer leads than its teacher "
                               f"({len(info.leads)})")
-    if info.head_type == "regression":
-        raise ValidationError(f"{info.source}: a regression head cannot be distilled; transfer needs a "
+    if info.head_type in ("regression", "cox", "discrete_hazard"):
+        raise ValidationError(f"{info.source}: a {info.head_type} head cannot be distilled; transfer needs a "
                               "multilabel, binary or multiclass teacher")
     cfg, tcfg = load_transfer_config(config, overrides, base=info.config if config is None else None)
     given = {str(o).partition("=")[0].strip() for o in overrides}
