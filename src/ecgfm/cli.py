@@ -270,6 +270,7 @@ def _add_subcommands() -> None:
     from ecgfm.store.cli import app as corpus_app
     from ecgfm.store.cli import build_corpus_command
     from ecgfm.train.cli import embed_command, finetune_command, train_command
+    from ecgfm.train.pretrain_cli import pretrain_command
     from ecgfm.train.transfer_cli import transfer_command
 
     app.add_typer(labels_app, name="labels")
@@ -281,6 +282,7 @@ def _add_subcommands() -> None:
     app.command("evaluate")(evaluate)
     app.command("train")(train_command)
     app.command("finetune")(finetune_command)
+    app.command("pretrain")(pretrain_command)
     app.command("embed")(embed_command)
     app.command("transfer")(transfer_command)
 

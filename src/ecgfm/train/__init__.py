@@ -6,6 +6,8 @@ Light on import: this package imports nothing heavy until used. The pieces:
 - :mod:`ecgfm.train.module`: :class:`~ecgfm.train.module.SupervisedModule`, the LightningModule.
 - :mod:`ecgfm.train.run`: :func:`~ecgfm.train.run.train`, :func:`~ecgfm.train.run.finetune`,
   :func:`~ecgfm.train.run.embed`.
+- :mod:`ecgfm.train.pretrain`: :func:`~ecgfm.train.pretrain.pretrain`, self-supervised
+  pretraining (``ecgfm pretrain``).
 - :mod:`ecgfm.train.cli`: the ``ecgfm train``, ``ecgfm finetune`` and ``ecgfm embed`` commands.
 
 >>> from ecgfm.train import load_config, train                        # doctest: +SKIP
@@ -19,7 +21,8 @@ from typing import Any
 from ecgfm.train.config import TrainConfig, load_config, save_config
 
 _LAZY = {"train": "ecgfm.train.run", "finetune": "ecgfm.train.run", "embed": "ecgfm.train.run",
-         "SupervisedModule": "ecgfm.train.module", "transfer": "ecgfm.train.transfer"}
+         "SupervisedModule": "ecgfm.train.module", "transfer": "ecgfm.train.transfer",
+         "pretrain": "ecgfm.train.pretrain"}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +33,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ecgfm.train' has no attribute {name!r}")
 
 
-__all__ = ["SupervisedModule", "TrainConfig", "embed", "finetune", "load_config", "save_config", "train", "transfer"]
+__all__ = ["SupervisedModule", "TrainConfig", "embed", "finetune", "load_config", "pretrain", "save_config", "train",
+           "transfer"]
