@@ -262,6 +262,7 @@ def formats() -> None:
 
 
 def _add_subcommands() -> None:
+    from ecgfm.comorbidity.cli import comorbidity_command
     from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
     from ecgfm.models.cli import export_command
@@ -280,6 +281,7 @@ def _add_subcommands() -> None:
     app.command("export")(export_command)
     app.command("build-corpus")(build_corpus_command)
     app.command("evaluate")(evaluate)
+    app.command("comorbidity")(comorbidity_command)
     app.command("train")(train_command)
     app.command("finetune")(finetune_command)
     app.command("pretrain")(pretrain_command)
