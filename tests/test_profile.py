@@ -449,3 +449,46 @@ def test_cli_without_a_model_uses_the_default_or_says_there_is_none(monkeypatch,
     monkeypatch.setattr(ecgfm.models, "default_model_path", lambda: tmp_path / "default")
     result = CliRunner().invoke(_app(), ["profile", str(EXAMPLE)])
     assert result.exit_code == 1 and "no default model is installed" in result.stderr
+
+
+# -- risk models (survival heads) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cox_model(tmp_path_factory) -> Model:
+    from ecgfm.models.heads import cox_head
+
+    torch.manual_seed(5)
+    encoder = create_encoder("resnet1d18", num_outputs=1, **TINY).eval()
+    head = cox_head("death", time_unit="years", horizons=[1.0, 5.0], event_column="death", max_time=8.0,
+                    baseline_times=[0.5, 2.0, 4.0, 8.0], baseline_cumulative_hazard=[0.01, 0.05, 0.12, 0.3])
+    path = save_model(tmp_path_factory.mktemp("cox") / "cox", encoder, head=head, pipeline=_pipeline(),
+                      metrics={"val": {"c_index": 0.71}, "test": {"c_index": 0.69, "ibs": 0.12}})
+    return load_model(path)
+
+
+def test_risk_models_add_absolute_risk_at_their_horizons(model, cox_model, tmp_path) -> None:
+    profile = build_profile(EXAMPLE, model, saliency=0, risk_models=[cox_model])
+    (entry,) = profile.risk
+    expected = cox_model.risk(EXAMPLE, [1.0, 5.0])[0]
+    assert entry["event"] == "death" and entry["horizons"] == [1.0, 5.0] and entry["time_unit"] == "years"
+    np.testing.assert_allclose(entry["risk"], expected, atol=1e-6)
+    assert 0 < entry["risk"][0] < entry["risk"][1] < 1
+    assert entry["validation"] == {"val_c_index": 0.71, "test_c_index": 0.69, "test_ibs": 0.12}
+    assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))).risk == profile.risk
+    page = render_html(profile)
+    assert "absolute risk" in page and f"{100 * expected[1]:.1f}% by 5 years" in page
+    refused = build_profile(_refusals()["short"], model, saliency=0, risk_models=[cox_model])
+    assert refused.status == "refused" and refused.risk == ()
+
+
+def test_a_risk_model_needs_a_survival_head_and_the_cli_takes_several(model, cox_model, tmp_path) -> None:
+    with pytest.raises(ecgfm.ValidationError, match="needs a survival head"):
+        profile_many([EXAMPLE], model, risk_models=[model])
+    args = ["profile", str(EXAMPLE), "--model", str(model.path), "--no-saliency",
+            "--risk-model", str(cox_model.path), "--risk-model", str(cox_model.path)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert [r["event"] for r in json.loads(result.stdout)["risk"]] == ["death", "death"]
+    result = CliRunner().invoke(_app(), [*args[:5], "--risk-model", str(model.path)])
+    assert result.exit_code == 1 and "needs a survival head" in result.output

@@ -46,6 +46,7 @@ def profile_command(
     top: Annotated[int, typer.Option("--top", min=0, help="Explain the top K positive findings with integrated gradients.")] = 3,
     no_saliency: Annotated[bool, typer.Option("--no-saliency", help="Skip the saliency maps (faster).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per forward pass.")] = 32,
+    risk_model: Annotated[list[Path] | None, typer.Option("--risk-model", help="A survival model folder (ecgfm finetune --task survival) whose absolute risk at its horizons joins each profile; repeat for several.")] = None,
 ) -> None:
     """Health profile of each ECG: ranked conditions with calls, measurements, quality, saliency."""
     from ecgfm.cli import _err, _finish, _progress, expand_inputs
@@ -61,6 +62,7 @@ def profile_command(
         from ecgfm.profile.core import default_model, profile_many
 
         loaded = default_model() if model is None else ecgfm.load_model(model)
+        risk_models = [ecgfm.load_model(p) for p in risk_model or ()]
     except ECGError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(1) from None
@@ -76,8 +78,12 @@ def profile_command(
         else:  # a bug must not cost the user the rest of the batch
             _err(f"error: {source}: unexpected {type(exc).__name__}: {exc} (please report this)")
 
-    profiles = profile_many(_progress(paths, "profile"), loaded, batch_size=batch_size,
-                            saliency=0 if no_saliency else top, on_error=on_error)
+    try:
+        profiles = profile_many(_progress(paths, "profile"), loaded, batch_size=batch_size,
+                                saliency=0 if no_saliency else top, on_error=on_error, risk_models=risk_models)
+    except ECGError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1) from None
     if out is None:
         single = len(paths) == 1
         for profile in profiles:
@@ -89,6 +95,7 @@ def profile_command(
     run = {"inputs": [str(f) for f in files], "files": len(paths), "model": str(loaded.path) if loaded.path else None,
            "model_name": loaded.card.name, "pipeline_hash": loaded.config.get("pipeline_hash"),
            "formats": kinds, "saliency_top": 0 if no_saliency else top, "batch_size": batch_size,
+           "risk_models": [str(m.path) for m in risk_models],
            "schema_version": _schema_version(), "ecgfm": ecgfm.__version__}
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     written, refused = 0, 0

@@ -150,7 +150,8 @@ class Profile:
         measurements: intervals and axes from :func:`ecgfm.delineate.measure` (a dict, NaN as
             None), or None when not measured (see ``notes``).
         saliency: integrated-gradients attributions of the top positive findings.
-        risk: risk outputs (time-to-event heads); empty until models carry them.
+        risk: one entry per risk model given (time-to-event heads, :func:`risk_entry`): the
+            absolute risk of its event by each horizon, or why it could not be given.
         notes: anything the reader should know (what was left out, and why).
         ecg: the record itself, for rendering; not part of the JSON.
     """
@@ -256,7 +257,7 @@ def _round(value: float) -> float:
 # building profiles
 # ---------------------------------------------------------------------------------------------
 def build_profile(source: Source, model: Model | None = None, *, saliency: int = 3,
-                  steps: int = 32) -> Profile:
+                  steps: int = 32, risk_models: Sequence[Model] = ()) -> Profile:
     """The health profile of one ECG.
 
     Args:
@@ -265,6 +266,8 @@ def build_profile(source: Source, model: Model | None = None, *, saliency: int =
         saliency: explain the top ``saliency`` positive findings with integrated gradients
             (0: none).
         steps: quadrature points of the integrated gradients.
+        risk_models: survival models (``cox`` or ``discrete_hazard`` heads, e.g. from
+            ``ecgfm finetune --task survival``) whose risk at their horizons joins the profile.
 
     Returns:
         The :class:`Profile`; ``profile.status == "refused"`` (with ``reasons``) when the
@@ -278,7 +281,8 @@ def build_profile(source: Source, model: Model | None = None, *, saliency: int =
     >>> [c.id for c in profile.called("positive")]               # doctest: +SKIP
     ['AFIB', ...]
     """
-    return next(profile_many([source], model, batch_size=1, saliency=saliency, steps=steps))
+    return next(profile_many([source], model, batch_size=1, saliency=saliency, steps=steps,
+                             risk_models=risk_models))
 
 
 def profile_many(
@@ -289,6 +293,7 @@ def profile_many(
     saliency: int = 3,
     steps: int = 32,
     on_error: ErrorCallback | None = None,
+    risk_models: Sequence[Model] = (),
 ) -> Iterator[Profile]:
     """Profiles of many ECGs, with the model run ``batch_size`` records at a time.
 
@@ -306,6 +311,7 @@ def profile_many(
         on_error: called as ``on_error(source, error)`` for a source that cannot be profiled
             (unreadable file, or an unexpected failure on that record); the others proceed.
             None: the error is raised.
+        risk_models: survival models whose risks join each profile (see :func:`build_profile`).
 
     Yields:
         One :class:`Profile` per source that could be read, in input order (refused records
@@ -316,7 +322,12 @@ def profile_many(
     if saliency < 0:
         raise ValidationError(f"saliency must be >= 0 findings, got {saliency}")
     model = model if model is not None else default_model()
-    context = _Context(model)
+    context = _Context(model, risk_models)  # refuses unfit models now, not at the first record
+    return _profiles(sources, context, batch_size, saliency, steps, on_error)
+
+
+def _profiles(sources: Iterable[Source], context: _Context, batch_size: int, saliency: int, steps: int,
+              on_error: ErrorCallback | None) -> Iterator[Profile]:
     batch: list[_Item] = []
     for source in sources:
         item = _guard(source, on_error, lambda s=source: _read(s, context))
@@ -353,12 +364,13 @@ class _Item:
     signal: torch.Tensor | None = None  # [L, T] prepared input
     mask: torch.Tensor | None = None  # [L]
     probabilities: np.ndarray | None = None  # [C]
+    risk: tuple[Mapping[str, Any], ...] = ()
 
 
 class _Context:
     """What every profile of one model shares, computed once."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, risk_models: Sequence[Model] = ()) -> None:
         head = getattr(model, "head", None)
         if head is None or head.type == "regression" or head.is_survival:
             kind = "no head" if head is None else f"a {head.type} head"
@@ -377,6 +389,7 @@ class _Context:
         self.names = [_display_name(label, name, self.catalogue)
                       for label, name in zip(self.labels, model.label_names)]
         self.info = _model_info(model)
+        self.risk_models = [(m, *_risk_setup(m)) for m in risk_models]
 
 
 def _guard(source: Source, on_error: ErrorCallback | None, job: Callable[[], Any]) -> Any:
@@ -427,6 +440,7 @@ def _strip_name(message: str, name: str) -> str:
 def _finish(batch: list[_Item], context: _Context, saliency: int, steps: int,
             on_error: ErrorCallback | None) -> Iterator[Profile]:
     _predict([item for item in batch if not item.reasons], context)
+    _risks([item for item in batch if not item.reasons], context)
     for item in batch:
         profile = _guard(item.source, on_error, lambda i=item: _profile(i, context, saliency, steps))
         if profile is not None:
@@ -482,7 +496,49 @@ def _profile(item: _Item, context: _Context, saliency: int, steps: int) -> Profi
             notes.append("saliency: no positive finding to explain")
     return Profile(record=record, model=context.info, status="ok", reasons=(),
                    quality=item.quality, conditions=conditions, measurements=measurements,
-                   saliency=explained, notes=tuple(notes), ecg=item.ecg)
+                   saliency=explained, risk=item.risk, notes=tuple(notes), ecg=item.ecg)
+
+
+# ---------------------------------------------------------------------------------------------
+# risk (survival heads)
+# ---------------------------------------------------------------------------------------------
+def _risk_setup(model: Model) -> tuple[tuple[float, ...], dict[str, Any]]:
+    """The horizons a survival model is asked about and what its profile entry says of it."""
+    head = getattr(model, "head", None)
+    name = os.fspath(model.path) if getattr(model, "path", None) else "model"
+    if head is None or not head.is_survival:
+        kind = "no head" if head is None else f"a {head.type} head"
+        raise ValidationError(f"{name}: has {kind}; a risk model needs a survival head (cox or "
+                              "discrete_hazard: ecgfm finetune --task survival)")
+    extra = dict(head.extra)
+    horizons = tuple(float(h) for h in extra.get("horizons") or ())
+    if not horizons:
+        raise ValidationError(f"{name}: the survival head names no horizons to give the risk at")
+    metrics = getattr(model, "metrics", None) or {}
+    figures = {f"{split}_{k}": (metrics.get(split) or {}).get(k) for split in ("val", "test")
+               for k in ("c_index", "uno_c", "ibs")}
+    figures = {k: v for k, v in figures.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    info = {"model": model.card.name or name, "path": name, "head": head.type,
+            "event": extra.get("event_column") or (head.label_ids[0] if head.type == "cox" else None),
+            "time_unit": extra.get("time_unit") or "", "horizons": list(horizons),
+            "validation": {k: _round(float(v)) for k, v in figures.items()}}
+    return horizons, info
+
+
+def _risks(items: list[_Item], context: _Context) -> None:
+    """Each risk model's absolute risk at its horizons for every fit record of a batch."""
+    for model, horizons, info in context.risk_models:
+        if not items:
+            return
+        risk, failures = model.risk([item.ecg for item in items], horizons, errors="skip")
+        why = {f.index: f.error for f in failures}
+        for i, item in enumerate(items):
+            entry = dict(info)
+            if i in why:
+                entry["risk"], entry["error"] = None, why[i]
+            else:
+                entry["risk"] = [_round(float(r)) for r in risk[i]]
+            item.risk = (*item.risk, entry)
 
 
 def _conditions(probabilities: np.ndarray, context: _Context) -> tuple[ConditionResult, ...]:

@@ -403,9 +403,20 @@ def _fmt(value: Any) -> str:
 
 
 def _risk_html(risk: Sequence[Mapping[str, Any]]) -> str:
+    """One row per risk model: its event, the absolute risk by each horizon, its validation."""
     e = html.escape
-    return "<ul>" + "".join(f"<li>{e(', '.join(f'{k}: {_fmt(v)}' for k, v in item.items()))}</li>"
-                            for item in risk) + "</ul>"
+    rows = []
+    for item in risk:
+        unit = f" {item.get('time_unit')}" if item.get("time_unit") else ""
+        if item.get("risk") is None:
+            value = f"not given: {e(str(item.get('error', 'unknown reason')))}"
+        else:
+            value = ", ".join(f"{100 * r:.1f}% by {h:g}{e(unit)}" for h, r in zip(item["horizons"], item["risk"]))
+        figures = ", ".join(f"{e(k.replace('_', ' '))} {v:.3f}" for k, v in (item.get("validation") or {}).items())
+        rows.append(f"<tr><td>{e(str(item.get('event') or 'event'))}</td><td>{value}</td>"
+                    f"<td>{e(str(item.get('model', '')))}</td><td>{figures or '—'}</td></tr>")
+    return ("<table><thead><tr><th>event</th><th>absolute risk</th><th>model</th><th>validation</th></tr>"
+            "</thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 # ---------------------------------------------------------------------------------------------
