@@ -265,6 +265,7 @@ def _add_subcommands() -> None:
     from ecgfm.comorbidity.cli import comorbidity_command
     from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
+    from ecgfm.language.cli import report_command, zero_shot_command
     from ecgfm.models.cli import export_command
     from ecgfm.profile.cli import profile_command
     from ecgfm.serve.cli import serve_command
@@ -285,6 +286,8 @@ def _add_subcommands() -> None:
     app.command("train")(train_command)
     app.command("finetune")(finetune_command)
     app.command("pretrain")(pretrain_command)
+    app.command("report")(report_command)
+    app.command("zero-shot")(zero_shot_command)
     app.command("embed")(embed_command)
     app.command("transfer")(transfer_command)
 

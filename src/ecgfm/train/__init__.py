@@ -22,7 +22,7 @@ from ecgfm.train.config import TrainConfig, load_config, save_config
 
 _LAZY = {"train": "ecgfm.train.run", "finetune": "ecgfm.train.run", "embed": "ecgfm.train.run",
          "SupervisedModule": "ecgfm.train.module", "transfer": "ecgfm.train.transfer",
-         "pretrain": "ecgfm.train.pretrain"}
+         "pretrain": "ecgfm.train.pretrain", "pretrain_language": "ecgfm.train.language"}
 
 
 def __getattr__(name: str) -> Any:

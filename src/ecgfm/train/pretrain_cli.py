@@ -46,8 +46,18 @@ def pretrain_command(
     overrides: Annotated[list[str] | None, typer.Argument(help=_OVERRIDES_HELP, show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in out_dir from checkpoints/last.ckpt (same as resume=auto).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    objective: Annotated[str | None, typer.Option("--objective", help="clip, caption or multitask: ECG-report pretraining on a store with reports (docs/language.md). Without it: the objectives of the config's pretrain: section.")] = None,
 ) -> None:
-    """Pretrain an encoder self-supervised (CPC, wav2vec 2.0, masked modelling, CMSC) and export it."""
+    """Pretrain an encoder self-supervised (CPC, wav2vec 2.0, masked modelling, CMSC) or with
+    reports (CLIP, captioning, multi-task), and export it."""
+    if objective is not None:
+        if objective not in ("clip", "caption", "multitask"):
+            raise typer.BadParameter(f"{objective!r} is not one of clip, caption, multitask (self-supervised "
+                                     "objectives go in the config's pretrain: section)", param_hint="--objective")
+        from ecgfm.language.cli import pretrain_language_command
+
+        pretrain_language_command(objective, config, overrides, resume, as_json)
+        return
     from ecgfm.train.cli import _run
 
     def job() -> Any:
