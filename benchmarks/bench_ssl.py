@@ -48,7 +48,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -495,6 +495,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated, of " + ", ".join(OBJECTIVES))
     parser.add_argument("--no-finetune", action="store_true", help="linear probes only")
     parser.add_argument("--corpus-only", action="store_true", help="build the corpus and its split files, then stop")
+    parser.add_argument("--pretrain-epochs", type=int, default=None, help="pretraining epochs (default 30; 1 with --quick)")
+    parser.add_argument("--pretrain-only", action="store_true", help="pretrain the objectives (cached), then stop")
+    parser.add_argument("--encoders", default=None,
+                        help="downstream runs only for these encoders (random and/or objectives), then stop "
+                             "without writing results: lets several processes share the work; a last run "
+                             "without it collects the cached results")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -502,6 +508,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     s = QUICK if args.quick else FULL
+    if args.pretrain_epochs is not None:
+        s = replace(s, pretrain_epochs=args.pretrain_epochs)
     cache = args.cache or ROOT / "runs" / ("bench_ssl_quick" if args.quick else "bench_ssl")
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -519,14 +527,19 @@ def main(argv: list[str] | None = None) -> None:
         pretrained[name] = pretrain_objective(name, s, cache)
         print(f"pretrained {name}: {pretrained[name]['global_step']} steps, "
               f"{pretrained[name]['ecgs_per_second'] or 0:.0f} ECGs/s, val loss {pretrained[name]['val_loss']:.4f}", flush=True)
+    if args.pretrain_only:
+        return
     d = downstream_data()
     curves: dict[tuple[str, str], dict[str, Any]] = {}
-    for name in ["random", *objectives]:
+    encoders = ["random", *objectives] if args.encoders is None else [e for e in args.encoders.split(",") if e]
+    for name in encoders:
         curves[(name, "linear probe")] = probe_curve(name, d, s, pretrained, cache)
         print(f"probed {name}", flush=True)
         if not args.no_finetune:
             curves[(name, "fine-tune")] = finetune_curve(name, d, s, pretrained, cache)
             print(f"fine-tuned {name}", flush=True)
+    if args.encoders is not None:
+        return
     scores = score_curves(curves, d, s)
     result = {
         "machine": machine(), "load": load_note(), "settings": {**asdict(s), "finetune": {str(k): v for k, v in s.finetune.items()}},
