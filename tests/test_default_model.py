@@ -17,20 +17,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-import torch  # noqa: E402
-
 import ecgfm  # noqa: E402
 from conftest import EXAMPLES, data_path  # noqa: E402
 from ecgfm.models import default_model_path  # noqa: E402
 from ecgfm.models.portable import ContractError  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -46,13 +46,7 @@ GERMAN = ["Sinusrhythmus. Überdrehter Linkstyp, Verdacht auf Linkshypertrophie;
           "Sinusbradykardie, sonst normales EKG. Ödem? Straße"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads (and a busy machine makes them much slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------

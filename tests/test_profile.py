@@ -74,14 +74,7 @@ def _points(probabilities: np.ndarray) -> dict[str, dict[str, float]]:
 EXPECTED = ("positive", "borderline", "negative")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's tensors are too small to share out: on a busy machine OpenMP threads
-    waiting for each other make a forward pass 100x slower than one thread doing it all."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

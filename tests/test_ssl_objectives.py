@@ -34,12 +34,7 @@ from ecgfm.objectives.ssl import (  # noqa: E402
 TINY = {"widths": [8, 8, 16, 16], "stem_width": 8, "layers": [1, 1, 1, 1]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _encoder(seed: int = 0):

@@ -37,12 +37,7 @@ TINY = ["model.encoder=resnet1d18",
         "model.encoder_args={widths: [8, 8, 16, 16], stem_width: 8, layers: [1, 1, 1, 1], head_dropout: 0.0}"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -253,16 +248,9 @@ def test_a_cox_training_batch_without_events_is_zero_counted_and_warned() -> Non
 # training, export and the CLI on real records with outcomes joined by an overrides CSV
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LUDB (200 real records; 158 train / 20 val / 22 test) preprocessed at 100 Hz."""
-    from ecgfm.preprocess import Pipeline
-    from ecgfm.store.adapters import adapter_for
-    from ecgfm.store.build import build_corpus
-
-    out = tmp_path_factory.mktemp("survival") / "ludb100"
-    build_corpus([adapter_for(data_path("ludb"))], out, pipeline=Pipeline.standard(fs=100), workers=1,
-                 progress=False)
-    return out
+def store(ludb100: Path) -> Path:
+    """The shared LUDB store at 100 Hz (conftest: built once per session, read-only)."""
+    return ludb100
 
 
 @pytest.fixture(scope="module")

@@ -32,27 +32,13 @@ TINY = ["model.encoder=resnet1d18",
 LABELS3 = ["SR", "LVH", "LAH"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning
-    threads make each step of them ~100x slower; run this module's training on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LUDB (200 real records; 158 train / 20 val / 22 test) preprocessed at 100 Hz."""
-    from ecgfm.preprocess import Pipeline
-    from ecgfm.store.adapters import adapter_for
-    from ecgfm.store.build import build_corpus
-
-    out = tmp_path_factory.mktemp("train") / "ludb100"
-    build_corpus([adapter_for(data_path("ludb"))], out, pipeline=Pipeline.standard(fs=100), workers=1,
-                 progress=False)
-    return out
+def store(ludb100: Path) -> Path:
+    """The shared LUDB store at 100 Hz (conftest: built once per session, read-only)."""
+    return ludb100
 
 
 def _base(store: Path, out: Path, *extra: str) -> list[str]:

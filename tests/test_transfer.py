@@ -33,14 +33,7 @@ STANDARD_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V
 SUBSET_ROWS = [[0], [1], [0, 1], [0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and a busy machine's spinning
-    OpenMP threads make each step ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,16 +218,9 @@ def test_parse_leads() -> None:
 # runs on real records
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LUDB (200 real records; 158 train / 20 val / 22 test) preprocessed at 100 Hz."""
-    from ecgfm.preprocess import Pipeline
-    from ecgfm.store.adapters import adapter_for
-    from ecgfm.store.build import build_corpus
-
-    out = tmp_path_factory.mktemp("transfer") / "ludb100"
-    build_corpus([adapter_for(data_path("ludb"))], out, pipeline=Pipeline.standard(fs=100), workers=1,
-                 progress=False)
-    return out
+def store(ludb100: Path) -> Path:
+    """The shared LUDB store at 100 Hz (conftest: built once per session, read-only)."""
+    return ludb100
 
 
 @pytest.fixture(scope="module")
