@@ -262,6 +262,7 @@ def formats() -> None:
 
 
 def _add_subcommands() -> None:
+    from ecgfm.active.cli import review_apply_command, review_queue_command
     from ecgfm.comorbidity.cli import comorbidity_command
     from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
@@ -283,6 +284,8 @@ def _add_subcommands() -> None:
     app.command("build-corpus")(build_corpus_command)
     app.command("evaluate")(evaluate)
     app.command("comorbidity")(comorbidity_command)
+    app.command("review-queue")(review_queue_command)
+    app.command("review-apply")(review_apply_command)
     app.command("train")(train_command)
     app.command("finetune")(finetune_command)
     app.command("pretrain")(pretrain_command)
