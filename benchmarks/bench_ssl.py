@@ -435,13 +435,17 @@ def score_curves(curves: dict[str, dict[str, Any]], d: Downstream, s: Settings) 
 def _page(result: dict[str, Any]) -> str:
     s = result["settings"]
     c = result["corpus"]
+    epochs_flag = ("" if s["quick"] or s["pretrain_epochs"] == FULL.pretrain_epochs
+                   else f" --pretrain-epochs {s['pretrain_epochs']}")
     lines = [
         "# Self-supervised pretraining: data efficiency on PTB-XL",
         "",
-        f"`python benchmarks/bench_ssl.py{' --quick' if s['quick'] else ''}` "
-        f"({'QUICK MODE: a tiny encoder and a few dozen steps, to show the pipeline works; the figures say nothing about the objectives' if s['quick'] else 'the full run'}). "
-        f"{result['load']}; timings were taken on a shared 2-core machine and are indicative. "
-        f"Wall time {result['seconds']:.0f} s (stages found in the cache are not rerun).",
+        f"`python benchmarks/bench_ssl.py{' --quick' if s['quick'] else ''}"
+        f"{epochs_flag}` "
+        f"({'QUICK MODE: a tiny encoder and a few dozen steps, to show the pipeline works; the figures say nothing about the objectives' if s['quick'] else 'the full protocol' + (', with shorter pretraining' if epochs_flag else '')}). "
+        f"{result['load']} when this page was written; timings were taken on a shared 2-core machine and are indicative. "
+        f"Wall time of the invocation that wrote it {result['seconds']:.0f} s (stages found in the cache are not rerun).",
+        *(["", f"Note: {result['note']}"] if result.get("note") else []),
         "",
         "## Pretraining corpus",
         "",
@@ -496,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-finetune", action="store_true", help="linear probes only")
     parser.add_argument("--corpus-only", action="store_true", help="build the corpus and its split files, then stop")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="pretraining epochs (default 30; 1 with --quick)")
+    parser.add_argument("--note", default=None, help="a sentence for the results page (how the run was split, its load)")
     parser.add_argument("--pretrain-only", action="store_true", help="pretrain the objectives (cached), then stop")
     parser.add_argument("--encoders", default=None,
                         help="downstream runs only for these encoders (random and/or objectives), then stop "
@@ -547,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         "downstream": {"train": len(d.rows["train"]), "val": len(d.rows["val"]), "test": len(d.rows["test"]),
                        "statements": len(d.statements), "superclasses": list(SUPER)},
         "curves": {f"{e} / {m}": c["table"] for (e, m), c in curves.items()},
-        "scores": scores, "seconds": round(time.perf_counter() - t0, 1),
+        "scores": scores, "seconds": round(time.perf_counter() - t0, 1), "note": args.note,
     }
     write_results(args.out, "ssl", json.loads(json.dumps(result, default=float)), _page(result))
 
