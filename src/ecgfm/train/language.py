@@ -483,7 +483,7 @@ class LanguageModule(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        from ecgfm.train.module import lr_lambda
+        from ecgfm.train.module import adamw_with_schedule
 
         o = self.optim
         enc_ids = {id(p) for p in self.net.ecg_encoder.parameters()}
@@ -499,18 +499,7 @@ class LanguageModule(L.LightningModule):
                   for (in_enc, decay), ps in sorted(groups.items())]
         if not params:
             raise ValidationError("nothing to train: every parameter is frozen")
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-        if self.schedule_steps is not None:
-            total = self.schedule_steps(self.trainer.world_size if self.trainer is not None else 1)
-        else:
-            total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
-        if o.schedule == "onecycle":
-            scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[g["lr"] for g in params], total_steps=max(total, 1), pct_start=o.pct_start)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lr_lambda(o.schedule, total, o.warmup_steps, o.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return adamw_with_schedule(self, params, o)
 
     # -- exact resume ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -153,6 +153,33 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int, min_lr_ratio: 
     return factor
 
 
+def adamw_with_schedule(module: L.LightningModule, groups: list[dict[str, Any]], optim: OptimConfig,
+                        lr: float | None = None) -> dict[str, Any]:
+    """AdamW over parameter ``groups`` (each may set its own ``lr`` and ``weight_decay``) and the
+    learning-rate schedule of ``optim``, stepped every optimizer step: what ``configure_optimizers``
+    of every ecgfm LightningModule returns.
+
+    The schedule's length comes from ``module.schedule_steps(world_size)`` when the run set it
+    (counted before a resume restores the loader), else from Lightning's estimate.
+    """
+    lr = optim.lr if lr is None else lr
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), eps=optim.eps)
+    trainer = module._trainer  # None outside a Trainer (module.trainer would raise)
+    steps = getattr(module, "schedule_steps", None)
+    if steps is not None:
+        total = steps(trainer.world_size if trainer is not None else 1)
+    else:
+        total = int(trainer.estimated_stepping_batches) if trainer is not None else 1
+    if optim.schedule == "onecycle":
+        scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g.get("lr", lr) for g in groups], total_steps=max(total, 1),
+            pct_start=optim.pct_start)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(optim.schedule, total, optim.warmup_steps, optim.min_lr_ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
 class SupervisedModule(L.LightningModule):
     """Encoder + loss, trained on corpus batches.
 
@@ -422,18 +449,7 @@ class SupervisedModule(L.LightningModule):
                            "lr": lr if in_head or head is None else lr * o.encoder_lr_ratio})
         if not params:
             raise ValidationError("nothing to train: every parameter is frozen")
-        optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), eps=o.eps)
-        if self.schedule_steps is not None:
-            total = self.schedule_steps(self.trainer.world_size if self.trainer is not None else 1)
-        else:
-            total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
-        if o.schedule == "onecycle":
-            scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[g["lr"] for g in params], total_steps=max(total, 1), pct_start=o.pct_start)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lr_lambda(o.schedule, total, o.warmup_steps, o.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return adamw_with_schedule(self, params, o, lr)
 
     # -- exact resume ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

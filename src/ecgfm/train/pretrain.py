@@ -64,7 +64,7 @@ from ecgfm.objectives.ssl import (
 from ecgfm.store.dataset import CorpusDataset, EpochBatchSampler, collate, distributed_context
 from ecgfm.store.format import Corpus
 from ecgfm.train.config import OptimConfig, TrainConfig
-from ecgfm.train.module import _rng_state, _set_rng_state, lr_lambda
+from ecgfm.train.module import _rng_state, _set_rng_state, adamw_with_schedule
 from ecgfm.train.run import (
     CHECKPOINTS,
     LAST,
@@ -430,18 +430,7 @@ class PretrainModule(L.LightningModule):
                 (decay if p.ndim > 1 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-        if self.schedule_steps is not None:
-            total = self.schedule_steps(self.trainer.world_size if self.trainer is not None else 1)
-        else:
-            total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
-        if o.schedule == "onecycle":
-            scheduler: Any = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=o.lr, total_steps=max(total, 1),
-                                                                 pct_start=o.pct_start)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o.schedule, total, o.warmup_steps,
-                                                                               o.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return adamw_with_schedule(self, groups, o)
 
     # -- checkpoints and exact resume ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
