@@ -21,12 +21,15 @@ from ecgfm.delineate import (
     KEYS,
     Delineation,
     Measurements,
+    MedianBeat,
     delineate,
     frontal_axis,
     measure,
+    median_beat,
     qtc_bazett,
     qtc_fridericia,
 )
+from ecgfm.delineate._waves import nanmedian0
 from ecgfm.delineate.scoring import match_points, reference_points, score_lead
 from ecgfm.errors import ValidationError
 from ecgfm.record import ECG, Metadata
@@ -293,6 +296,124 @@ def test_ludb_rate_invariance():
     for name in ("rr_ms", "pr_ms", "qrs_ms", "qt_ms"):
         assert getattr(m250, name) == pytest.approx(getattr(m500, name), abs=8.0), name
     assert m250.qrs_axis_deg == pytest.approx(m500.qrs_axis_deg, abs=5.0)
+
+
+# -- the median beat ----------------------------------------------------------------------------
+
+
+def test_median_beat_known_answers():
+    mb = median_beat(synthetic_ecg())
+    assert isinstance(mb, MedianBeat) and mb.n_beats == 10 and mb.used.sum() >= 8
+    assert mb.rr_ms == pytest.approx(1000.0, abs=2)
+    # The median beat's fiducials, relative to its QRS, sit where the synthetic waves are.
+    r = mb.waves["QRS_peak"]
+    tolerance_ms = {"QRS_on": 8, "QRS_off": 8, "P_on": 15, "P_peak": 4, "P_off": 15,
+                    "T_on": 25, "T_peak": 4, "T_off": 20}
+    for key, rel in TRUE.items():
+        got_ms = (mb.waves[key] - r) * 1000 / mb.fs
+        assert abs(got_ms - rel * 1000) <= tolerance_ms[key], (key, got_ms)
+    m = measure(synthetic_ecg())  # the median beat is measure's default
+    assert m.pr_ms == pytest.approx(160.0, abs=12) and m.qrs_ms == pytest.approx(85.0, abs=12)
+    assert m.qt_ms == pytest.approx(380.0, abs=20)
+    d = mb.to_dict()
+    json.dumps(d)
+    # Times from the alignment point (the QRS's steepest multi-lead slope, just before R).
+    assert d["waves_ms"]["QRS_peak"] == pytest.approx((r - mb.r_index) * 1000 / mb.fs, abs=0.1)
+    assert 0 <= d["waves_ms"]["QRS_peak"] <= 30 and d["n_used"] == int(mb.used.sum())
+
+
+def test_median_beat_leaves_out_ectopic_beats():
+    """Beats 3 and 7 replaced by wide, inverted complexes (PVC-like): not in the median, and
+    the QRS duration is that of the dominant beats."""
+    fs = FS
+    t = np.arange(int(10 * fs)) / fs
+    x = np.zeros_like(t)
+    for k, r in enumerate(BEATS_S):
+        if k in (3, 7):
+            x += _hann(t, r - 0.08, r + 0.08, -1.2) + _hann(t, r + 0.12, r + 0.40, 0.4)
+            continue
+        for parts in WAVES.values():
+            for on, off, amp in parts:
+                x += _hann(t, r + on, r + off, amp)
+    rng = np.random.default_rng(1)
+    ecg = ECG(np.stack([g * x + rng.normal(0, 0.003, t.size) for g in (1.0, 0.7, -0.5)]), fs, ("I", "II", "V1"))
+    mb = median_beat(ecg)
+    assert mb.n_beats == 10
+    assert not mb.used[[3, 7]].any() and mb.used.sum() >= 6
+    assert mb.interval_ms("QRS_on", "QRS_off") == pytest.approx(85.0, abs=12)
+
+
+def test_measure_routes_and_bad_method():
+    ecg = synthetic_ecg()
+    d = delineate(ecg)
+    assert measure(ecg, d) == measure(ecg, method="beats")
+    with pytest.raises(ValidationError, match="synthetic.*unknown measurement method"):
+        measure(ecg, method="fast")
+    with pytest.raises(ValidationError, match="synthetic"):
+        median_beat(ECG(np.zeros((2, 5000)), FS, ("I", "II"), Metadata(record_id="synthetic")))
+
+
+def test_median_beat_masked_lead_and_rate():
+    ecg = synthetic_ecg()
+    mask = np.ones(ecg.signal.shape, bool)
+    mask[2] = False
+    mb = median_beat(ecg.replace(mask=mask))
+    assert mb.skipped == {"V1": "masked"} and np.isnan(mb.signal[2]).all()
+    assert all(math.isnan(v) for v in mb.per_lead["V1"].values())
+    m500, m250 = measure(ecg), measure(synthetic_ecg(250.0))
+    for name in ("rr_ms", "pr_ms", "qrs_ms", "qt_ms"):
+        assert getattr(m250, name) == pytest.approx(getattr(m500, name), abs=8.0), name
+
+
+def test_nanmedian0_matches_numpy():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = rng.normal(size=(int(rng.integers(1, 13)), int(rng.integers(1, 30))))
+        a[rng.random(a.shape) < 0.4] = np.nan
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning) if np.isnan(a).all(axis=0).any() else _nothing():
+            expected = np.nanmedian(a, axis=0)
+        np.testing.assert_array_equal(nanmedian0(a), expected)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("record", ["2", "50", "118"])
+def test_ludb_median_beat_agrees_with_annotations_and_beats(record):
+    """The median beat's intervals against the cardiologists' (median over beats, then over
+    leads) and against the beat-by-beat route."""
+    import ecgfm
+    from ecgfm.io.wfdb import read_delineation
+
+    path = data_path("ludb", "data", f"{record}.hea")
+    ecg = ecgfm.read(path)
+    fast, slow = measure(ecg), measure(ecg, method="beats")
+    per_lead = {"qrs_ms": [], "qt_ms": []}
+    for ann in read_delineation(path).values():
+        ref = reference_points(ann.symbol, ann.sample)
+        on, off, t_off = ref["QRS_on"], ref["QRS_off"], ref["T_off"]
+        qrs = [off[off > a][0] - a for a in on if (off > a).any()]
+        qt = [t_off[t_off > a][0] - a for a in on if (t_off > a).any()]
+        per_lead["qrs_ms"].append(np.median(qrs) * 1000 / ecg.fs)
+        per_lead["qt_ms"].append(np.median(qt) * 1000 / ecg.fs)
+    for name, values in per_lead.items():
+        assert getattr(fast, name) == pytest.approx(np.median(values), abs=20.0), (record, name)
+        assert getattr(fast, name) == pytest.approx(getattr(slow, name), abs=10.0), (record, name)
+    assert fast.rr_ms == pytest.approx(slow.rr_ms, abs=4.0)
+    assert fast.qrs_axis_deg == pytest.approx(slow.qrs_axis_deg, abs=15.0)
+
+
+def test_ludb_atrial_fibrillation_has_no_pr():
+    import ecgfm
+
+    for record in ("8", "38", "88", "110"):  # LUDB: atrial fibrillation
+        m = measure(ecgfm.read(data_path("ludb", "data", f"{record}.hea")))
+        assert math.isnan(m.pr_ms) and math.isfinite(m.qrs_ms), record
 
 
 def test_import_stays_light():

@@ -162,7 +162,11 @@ def check_quality(ecg: ECG, config: QualityConfig | None = None) -> QualityRepor
             flag(GAPS, lead, f"{missing:.1%} of samples missing (masked)", missing)
 
     x = ecg.signal.astype(np.float64)
-    ptp = np.array([_robust_ptp(x[i][mask[i]]) if observed[i] else 0.0 for i in range(ecg.n_leads)])
+    if mask.all():
+        low, high = np.percentile(x, [0.1, 99.9], axis=1)
+        ptp = high - low
+    else:
+        ptp = np.array([_robust_ptp(x[i][mask[i]]) if observed[i] else 0.0 for i in range(ecg.n_leads)])
     live = observed & (ptp > 0)
     unit_problem = False
     if live.any():
@@ -356,7 +360,8 @@ _LIMB_COEFFICIENTS: dict[str, tuple[float, float]] = {
 def _limb_lead_checks(ecg: ECG, x: np.ndarray, mask: np.ndarray, cfg: QualityConfig,
                       flag: Any) -> None:
     """Arm-electrode reversal and Einthoven/Goldberger consistency of the limb leads."""
-    index = {lead: i for i, lead in enumerate(ecg.leads) if mask[i].any()}
+    used = {"I", "II", *_LIMB_COEFFICIENTS, "V5", "V6"}  # the leads the checks below look at
+    index = {lead: i for i, lead in enumerate(ecg.leads) if lead in used and mask[i].any()}
     if "I" not in index:
         return
     from ecgfm.preprocess._filters import design_sos, fill_gaps, filtfilt, padlen

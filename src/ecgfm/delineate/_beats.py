@@ -13,6 +13,8 @@ in spirit, on a multi-lead envelope).
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from ecgfm.delineate._dsp import FS, moving_average, zero_phase
@@ -31,10 +33,11 @@ def lead_envelopes(x: np.ndarray, valid: np.ndarray, band: tuple[float, float], 
     bp = zero_phase(x, "bandpass", band, 2)
     env = moving_average(np.abs(np.gradient(bp, axis=-1)), int(round(window_ms * FS / 1000)))
     env[~valid] = 0.0
-    for i in range(env.shape[0]):
-        observed = env[i][valid[i]]
-        scale = np.percentile(observed, 99.0) if observed.size else 0.0
-        env[i] = env[i] / scale if scale > 0 else 0.0
+    if valid.all():
+        scales = np.percentile(env, 99.0, axis=1)
+    else:
+        scales = np.array([np.percentile(e[v], 99.0) if v.any() else 0.0 for e, v in zip(env, valid)])
+    env = env / np.where(scales > 0, scales, np.inf)[:, None]
     # Clip each lead so that one artefact cannot make a beat on its own.
     return np.minimum(env, 3.0)
 
@@ -51,6 +54,8 @@ def lead_snr(env: np.ndarray, valid: np.ndarray, beats: np.ndarray, guard: int) 
     near = np.zeros(n, bool)
     for b in beats:
         near[max(0, b - guard):b + guard + 1] = True
+    if valid.all() and beats.size and not near.all():
+        return np.median(env[:, beats], axis=1) / np.maximum(np.median(env[:, ~near], axis=1), 1e-6)
     out = np.zeros(env.shape[0])
     for i in range(env.shape[0]):
         at = env[i, beats][valid[i, beats]]
@@ -95,15 +100,17 @@ def detect_beats(
     hi = np.searchsorted(cand, cand + half, side="right")
     level = np.empty(cand.size)
     noise = np.empty(cand.size)
+    hl = heights.tolist()
     for i in range(cand.size):
-        h = np.sort(heights[lo[i]:hi[i]])
+        # Python lists: a few dozen peaks per window, where numpy's call overhead dominates.
+        h = sorted(hl[lo[i]:hi[i]])
         span_s = (min(n, cand[i] + half) - max(0, cand[i] - half)) / FS
         # Beats in the window: at least one per 2 s (the slowest rhythm we expect to resolve).
-        k = int(min(h.size, max(1, round(span_s / 2.0))))
-        level[i] = np.median(h[h.size - k:])
+        k = int(min(len(h), max(1, round(span_s / 2.0))))
+        level[i] = _sorted_median(h[len(h) - k:])
         # Noise: the typical peak that would not pass as a beat even on the plain threshold.
-        low = h[h < threshold * level[i]]
-        noise[i] = np.median(low) if low.size else 0.0
+        low = h[:bisect.bisect_left(h, threshold * level[i])]
+        noise[i] = _sorted_median(low) if low else 0.0
     limit = noise + threshold * (level - noise)
     accept = heights > limit
     beats: list[int] = []
@@ -134,6 +141,12 @@ def detect_beats(
         if added:
             out = np.unique(np.concatenate([out, np.asarray(added, np.int64)]))
     return out
+
+
+def _sorted_median(h: list[float]) -> float:
+    """Median of an ascending list (the mean of the two middle values for an even length)."""
+    m = len(h)
+    return 0.5 * (h[(m - 1) // 2] + h[m // 2])
 
 
 def find_beats(x: np.ndarray, valid: np.ndarray, cfg: DelineatorConfig) -> tuple[np.ndarray, float]:

@@ -280,27 +280,53 @@ def delineate_lead(
     return out
 
 
+def nanmedian0(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=0)`` for a small 2-d array (leads x beats), without its overhead;
+    NaN where a column has no finite value."""
+    a = np.sort(a, axis=0)  # NaN sort last
+    count = np.isfinite(a).sum(axis=0)
+    cols = np.arange(a.shape[1])
+    lo = a[np.maximum((count - 1) // 2, 0), cols]
+    hi = a[np.maximum(count // 2, 0), cols]
+    return np.where(count > 0, 0.5 * (lo + hi), np.nan)
+
+
 def consensus(per_lead: list[dict[str, np.ndarray]], key: str, fraction: float) -> np.ndarray:
     """Per beat, the median place of ``key`` over the leads that agree on it (within
     :data:`AGREE_MS` of the median), or NaN where fewer than ``fraction`` of the leads do."""
     peaks = np.stack([d[key] for d in per_lead])  # [leads, beats]
+    med = nanmedian0(peaks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(peaks, axis=0)
         agree = np.abs(peaks - med) <= ms(AGREE_MS)
-        hint = np.nanmedian(np.where(agree, peaks, np.nan), axis=0)
+    hint = nanmedian0(np.where(agree, peaks, np.nan))
     present = agree.sum(axis=0) >= max(1.0, fraction * peaks.shape[0])
     return np.where(present, hint, np.nan)
 
 
-def merge_second_pass(first: dict[str, np.ndarray], second: dict[str, np.ndarray], hints: dict[str, np.ndarray], cfg: DelineatorConfig) -> None:
-    """Keep a lead's first-pass P/T where it agrees with the consensus, else the second pass's."""
-    for wave, tol in (("P", cfg.p_hint_ms), ("T", cfg.t_hint_ms)):
+def merge_second_pass(first: dict[str, np.ndarray], second: dict[str, np.ndarray] | None, hints: dict[str, np.ndarray], cfg: DelineatorConfig) -> None:
+    """Keep a lead's first-pass P/T where it agrees with the consensus, else the second pass's
+    (``second=None``: every first-pass wave agrees, see :func:`second_pass_needed`)."""
+    for wave, ok in _agreement(first, hints, cfg).items():
         hint = hints[f"{wave}_peak"]
-        ok = np.abs(first[f"{wave}_peak"] - hint) <= ms(tol)
         for part in ("on", "peak", "off"):
             k = f"{wave}_{part}"
-            first[k] = np.where(np.isnan(hint), np.nan, np.where(ok, first[k], second[k]))
+            kept = first[k] if second is None else np.where(ok, first[k], second[k])
+            first[k] = np.where(np.isnan(hint), np.nan, kept)
+
+
+def second_pass_needed(first: dict[str, np.ndarray], hints: dict[str, np.ndarray], cfg: DelineatorConfig) -> bool:
+    """Whether some beat of this lead has a P or T wave the leads agree on that its first pass
+    missed or placed elsewhere (otherwise :func:`merge_second_pass` would not use a second pass)."""
+    return any((~ok & ~np.isnan(hints[f"{wave}_peak"])).any() for wave, ok in _agreement(first, hints, cfg).items())
+
+
+def _agreement(first: dict[str, np.ndarray], hints: dict[str, np.ndarray], cfg: DelineatorConfig) -> dict[str, np.ndarray]:
+    """``{"P"|"T": bool [beats]}``: the lead's first-pass peak lies near the leads' consensus."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {wave: np.abs(first[f"{wave}_peak"] - hints[f"{wave}_peak"]) <= ms(tol)
+                for wave, tol in (("P", cfg.p_hint_ms), ("T", cfg.t_hint_ms))}
 
 
 def atrial_consistency(per_lead: list[dict[str, np.ndarray]], g_on: np.ndarray, cfg: DelineatorConfig) -> None:
@@ -310,9 +336,7 @@ def atrial_consistency(per_lead: list[dict[str, np.ndarray]], g_on: np.ndarray, 
     fibrillation or flutter does not. When the spread (scaled median absolute deviation) of
     the PR interval over the beats exceeds ``cfg.pr_spread_ms``, no beat keeps a P wave.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = np.nanmedian(np.stack([d["P_peak"] for d in per_lead]), axis=0)
+    p = nanmedian0(np.stack([d["P_peak"] for d in per_lead]))
     pr = g_on - p
     have = np.isfinite(pr)
     if have.sum() < 3:
@@ -328,11 +352,7 @@ def atrial_consistency(per_lead: list[dict[str, np.ndarray]], g_on: np.ndarray, 
 
 def fuse(per_lead: list[dict[str, np.ndarray]], g_on: np.ndarray, g_off: np.ndarray) -> dict[str, np.ndarray]:
     """Global fiducials per beat from the leads' ones: medians, with the multi-lead QRS bounds."""
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for k in KEYS:
-            out[k] = np.nanmedian(np.stack([d[k] for d in per_lead]), axis=0)
+    out = {k: nanmedian0(np.stack([d[k] for d in per_lead])) for k in KEYS}
     out["QRS_on"] = g_on.copy()
     out["QRS_off"] = g_off.copy()
     return out

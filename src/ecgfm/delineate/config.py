@@ -74,3 +74,11 @@ class DelineatorConfig:
     qrs_lead_weight: float = 0.25  # weight of a lead's own QRS on/offset against the multi-lead one
     p_lead_weight: float = 0.75  # same for the P on/offset
     t_lead_weight: float = 0.75  # same for the T on/offset
+
+    # -- median beat (``median_beat``, the fast path of ``measure``) -----------------------
+    median_pre_ms: float = 450.0  # the median beat starts this long before the QRS (at most 0.7 RR)
+    median_post_ms: float = 900.0  # ... and ends this long after it (at most RR - 60 ms)
+    median_shift_ms: float = 8.0  # each beat may shift this far to match the median's QRS
+    median_min_corr: float = 0.8  # a beat joins the dominant morphology above this QRS correlation
+    median_max_beats: int = 120  # longer records: this many beats, evenly spaced
+    median_p_snr: float = 1.0  # a median P wave must exceed its segment's beat-to-beat spread (RMS) this much

@@ -96,37 +96,8 @@ def delineate(ecg: ECG, config: DelineatorConfig | None = None) -> Delineation:
     """
     cfg = config or DelineatorConfig()
     name = ecg.name
-    if ecg.duration < MIN_DURATION_S:
-        raise ValidationError(
-            f"{name}: {ecg.duration:.2f} s is too short to delineate (needs at least {MIN_DURATION_S:g} s)"
-        )
-    observed = np.ones(ecg.signal.shape, bool) if ecg.mask is None else ecg.mask
-    x = _dsp.resample(_dsp.fill_gaps(ecg.signal, observed), ecg.fs, FS)
-    valid = _dsp.resample_mask(observed, ecg.fs, FS, x.shape[1])
-    x = _dsp.zero_phase(x, "highpass", (cfg.highpass_hz,), 2)
-    x = _dsp.zero_phase(x, "lowpass", (cfg.lowpass_hz,), 4)
-
-    skipped: dict[str, str] = {}
-    usable = np.zeros(len(ecg.leads), bool)
-    for i, lead in enumerate(ecg.leads):
-        if valid[i].mean() < cfg.min_observed:
-            skipped[lead] = "masked"
-        elif np.percentile(np.abs(x[i][valid[i]]), 99.5) < cfg.min_lead_amplitude_mv:
-            skipped[lead] = "flat"
-        else:
-            usable[i] = True
-    if not usable.any():
-        reasons = ", ".join(f"{lead} {why}" for lead, why in skipped.items())
-        raise ValidationError(f"{name}: no lead can be delineated ({reasons})")
-    valid = ~_dsp.dilate(~valid, ms(cfg.gap_margin_ms))
-
-    rows = np.flatnonzero(usable)
-    beats, snr = _beats.find_beats(x[rows], valid[rows], cfg)
-    if beats.size == 0 or snr < cfg.min_beat_snr:
-        raise ValidationError(
-            f"{name}: no QRS complex stands out from noise in leads {', '.join(np.asarray(ecg.leads)[usable])} "
-            f"(QRS envelope at the candidate beats {snr:.1f} times its median, needs {cfg.min_beat_snr:g})"
-        )
+    c = condition(ecg, cfg)
+    x, valid, rows, beats, skipped = c.x, c.valid, c.rows, c.beats, c.skipped
 
     views = _waves.lead_views(x[rows], cfg)
     dq = np.stack([v.dq for v in views]) * valid[rows]
@@ -146,7 +117,8 @@ def delineate(ecg: ECG, config: DelineatorConfig | None = None) -> Delineation:
     hints = {"P_peak": _waves.consensus(per_lead_fs, "P_peak", cfg.p_consensus),
              "T_peak": _waves.consensus(per_lead_fs, "T_peak", cfg.t_consensus)}
     for row, view, d in zip(rows, views, per_lead_fs):
-        second = observed_only(_waves.delineate_lead(view, beats, g_on, g_off, rr, cfg, hints), row)
+        second = (observed_only(_waves.delineate_lead(view, beats, g_on, g_off, rr, cfg, hints), row)
+                  if _waves.second_pass_needed(d, hints, cfg) else None)
         _waves.merge_second_pass(d, second, hints, cfg)
     _waves.atrial_consistency(per_lead_fs, g_on, cfg)
     fused = _waves.fuse(per_lead_fs, g_on, g_off)
@@ -161,6 +133,71 @@ def delineate(ecg: ECG, config: DelineatorConfig | None = None) -> Delineation:
     for row, d in zip(rows, per_lead_fs):
         per_lead[ecg.leads[row]] = {k: d[k] * scale for k in KEYS}
     return Delineation(ecg.fs, ecg.leads, r_peaks, waves, per_lead, skipped, name)
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioned:
+    """A record ready for delineation: at :data:`FS`, filtered, its usable leads and beats.
+
+    Attributes:
+        x: float64 ``[leads, samples]`` at :data:`FS`, gaps bridged, band-limited (mV).
+        valid: bool ``[leads, samples]``, observed samples away from any gap.
+        rows: int64 ``[usable]``, the leads of ``x`` that can be delineated.
+        beats: int64 ``[beats]``, beat positions at :data:`FS` (QRS envelope peaks).
+        skipped: ``{lead: reason}`` for the others.
+    """
+
+    x: np.ndarray
+    valid: np.ndarray
+    rows: np.ndarray
+    beats: np.ndarray
+    skipped: dict[str, str]
+
+
+def condition(ecg: ECG, cfg: DelineatorConfig) -> Conditioned:
+    """Resample ``ecg`` to :data:`FS`, filter it, choose its usable leads and find its beats.
+
+    Raises:
+        ValidationError: naming the record, when it is shorter than 1 s, when no lead carries a
+            signal, or when no QRS complex stands out from noise.
+    """
+    name = ecg.name
+    if ecg.duration < MIN_DURATION_S:
+        raise ValidationError(
+            f"{name}: {ecg.duration:.2f} s is too short to delineate (needs at least {MIN_DURATION_S:g} s)"
+        )
+    observed = np.ones(ecg.signal.shape, bool) if ecg.mask is None else ecg.mask
+    x = _dsp.resample(_dsp.fill_gaps(ecg.signal, observed), ecg.fs, FS)
+    valid = _dsp.resample_mask(observed, ecg.fs, FS, x.shape[1])
+    x = _dsp.zero_phase(x, "highpass", (cfg.highpass_hz,), 2)
+    x = _dsp.zero_phase(x, "lowpass", (cfg.lowpass_hz,), 4)
+
+    skipped: dict[str, str] = {}
+    usable = np.zeros(len(ecg.leads), bool)
+    if valid.all():
+        amplitude = np.percentile(np.abs(x), 99.5, axis=1)
+    else:
+        amplitude = np.array([np.percentile(np.abs(r[v]), 99.5) if v.any() else 0.0 for r, v in zip(x, valid)])
+    for i, lead in enumerate(ecg.leads):
+        if valid[i].mean() < cfg.min_observed:
+            skipped[lead] = "masked"
+        elif amplitude[i] < cfg.min_lead_amplitude_mv:
+            skipped[lead] = "flat"
+        else:
+            usable[i] = True
+    if not usable.any():
+        reasons = ", ".join(f"{lead} {why}" for lead, why in skipped.items())
+        raise ValidationError(f"{name}: no lead can be delineated ({reasons})")
+    valid = ~_dsp.dilate(~valid, ms(cfg.gap_margin_ms))
+
+    rows = np.flatnonzero(usable)
+    beats, snr = _beats.find_beats(x[rows], valid[rows], cfg)
+    if beats.size == 0 or snr < cfg.min_beat_snr:
+        raise ValidationError(
+            f"{name}: no QRS complex stands out from noise in leads {', '.join(np.asarray(ecg.leads)[usable])} "
+            f"(QRS envelope at the candidate beats {snr:.1f} times its median, needs {cfg.min_beat_snr:g})"
+        )
+    return Conditioned(x, valid, rows, beats, skipped)
 
 
 def _rr_per_beat(beats: np.ndarray) -> np.ndarray:

@@ -1,12 +1,17 @@
 """``measure(ecg) -> Measurements``: the interval and axis measurements of a 12-lead report.
 
-Intervals are medians over beats of the global (multi-lead) fiducials: RR between consecutive
-R peaks, PR from P onset to QRS onset, QRS from QRS onset to offset, QT from QRS onset to T
-offset. QTc uses the median RR: Bazett ``QT / sqrt(RR)`` and Fridericia ``QT / RR^(1/3)`` with
-RR in seconds. Frontal axes come from the net area (signed integral above the isoelectric
-level, the PQ junction) of each wave in leads I and aVF (:func:`frontal_axis`); leads I and aVF
-are reconstructed by least squares from whichever limb leads are present (any two of I, II,
-III, aVR, aVL, aVF span the frontal plane).
+Two routes to the same numbers. By default (``method="median"``) the intervals are read off the
+record's median beat (:func:`ecgfm.delineate.median.median_beat`), as 12-lead interpretation
+programs do; with ``method="beats"`` (or a :class:`Delineation` given) they are medians over
+beats of the beat-by-beat global fiducials. Either way: RR is the median interval between
+consecutive beats, PR runs from P onset to QRS onset, QRS from QRS onset to offset, QT from QRS
+onset to T offset (multi-lead onsets and offsets). QTc uses the median RR: Bazett
+``QT / sqrt(RR)`` and Fridericia ``QT / RR^(1/3)`` with RR in seconds. Frontal axes come from
+the net area (signed integral above the isoelectric level, the PQ junction) of each wave in
+leads I and aVF (:func:`frontal_axis`); leads I and aVF are reconstructed by least squares from
+whichever limb leads are present (any two of I, II, III, aVR, aVL, aVF span the frontal plane).
+The two routes agree on LUDB to within a few milliseconds (``docs/delineation.md``); the median
+beat is several times faster.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from ecgfm.delineate.config import DelineatorConfig
 from ecgfm.delineate.delineation import Delineation, delineate
+from ecgfm.delineate.median import MedianBeat, median_beat
+from ecgfm.errors import ValidationError
 from ecgfm.record import ECG
 
 # Limb leads as combinations of I and II (Einthoven's law and Goldberger's augmented leads).
@@ -94,14 +102,15 @@ def _nanmedian(a: np.ndarray) -> float:
     return float(np.median(a)) if a.size else float("nan")
 
 
-def _frontal_leads(ecg: ECG) -> tuple[np.ndarray, np.ndarray] | None:
-    """Leads I and aVF ``[samples]`` by least squares over the observed limb leads, or None."""
+def _frontal_leads(signal: np.ndarray, leads: tuple[str, ...], usable: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Leads I and aVF ``[samples]`` by least squares over the usable limb leads of ``signal``
+    ``[leads, samples]`` (``usable``: bool ``[leads]``), or None."""
     rows, coefs = [], []
     for lead, c in _LIMB_IN_I_II.items():
-        if lead in ecg.leads:
-            i = ecg.leads.index(lead)
-            if ecg.mask is None or ecg.mask[i].mean() > 0.5:
-                rows.append(ecg.signal[i].astype(np.float64))
+        if lead in leads:
+            i = leads.index(lead)
+            if usable[i]:
+                rows.append(signal[i].astype(np.float64))
                 coefs.append(c)
     if len(rows) < 2:
         return None
@@ -129,21 +138,31 @@ def _net_areas(x: np.ndarray, fs: float, onsets: np.ndarray, offsets: np.ndarray
     return out
 
 
-def measure(ecg: ECG, delineation: Delineation | None = None) -> Measurements:
+def measure(ecg: ECG, delineation: Delineation | None = None, *, method: Literal["median", "beats"] = "median",
+            config: DelineatorConfig | None = None) -> Measurements:
     """Heart rate, RR, PR, QRS, QT, QTc (Bazett, Fridericia) and P/QRS/T frontal axes.
 
     Args:
         ecg: the record.
-        delineation: its delineation; computed with :func:`delineate` when ``None``.
+        delineation: its beat-by-beat delineation; given, the measurements come from it (the
+            ``"beats"`` route) whatever ``method`` says.
+        method: ``"median"`` measures the median beat (fast, the default); ``"beats"``
+            delineates every beat and takes medians over beats.
+        config: the delineator's settings (LUDB-tuned defaults when ``None``).
 
     Returns:
         :class:`Measurements` (NaN where a value cannot be measured: no P waves, one beat,
         no limb leads for the axes ...).
 
     Raises:
-        ValidationError: from :func:`delineate` when the record cannot be delineated.
+        ValidationError: when the record cannot be delineated (naming it and the reason), or
+            for an unknown ``method``.
     """
-    d = delineation if delineation is not None else delineate(ecg)
+    if delineation is None and method == "median":
+        return _measure_median(median_beat(ecg, config))
+    if delineation is None and method != "beats":
+        raise ValidationError(f"{ecg.name}: unknown measurement method {method!r} (median, beats)")
+    d = delineation if delineation is not None else delineate(ecg, config)
     fs = d.fs
     w = d.waves
     with warnings.catch_warnings():
@@ -152,17 +171,38 @@ def measure(ecg: ECG, delineation: Delineation | None = None) -> Measurements:
         pr = _nanmedian(w["QRS_on"] - w["P_on"]) * 1000.0 / fs
         qrs = _nanmedian(w["QRS_off"] - w["QRS_on"]) * 1000.0 / fs
         qt = _nanmedian(w["T_off"] - w["QRS_on"]) * 1000.0 / fs
-    hr = 60000.0 / rr if rr > 0 else float("nan")
     axes = {"P": float("nan"), "QRS": float("nan"), "T": float("nan")}
-    frontal = _frontal_leads(ecg)
+    usable = np.ones(len(ecg.leads), bool) if ecg.mask is None else ecg.mask.mean(axis=1) > 0.5
+    frontal = _frontal_leads(ecg.signal, ecg.leads, usable)
     if frontal is not None:
         for wave in axes:
             on, off = w[f"{wave}_on"], w[f"{wave}_off"]
             areas = [_nanmedian(_net_areas(x, fs, on, off, w["QRS_on"])) for x in frontal]
             axes[wave] = frontal_axis(*areas)
+    return _measurements(rr, pr, qrs, qt, axes, d.n_beats)
+
+
+def _measure_median(mb: MedianBeat) -> Measurements:
+    """Measurements of a record from its median beat."""
+    w = mb.waves
+    axes = {"P": float("nan"), "QRS": float("nan"), "T": float("nan")}
+    frontal = _frontal_leads(mb.signal, mb.leads, np.isfinite(mb.signal).all(axis=1))
+    if frontal is not None:
+        at = np.array([w["QRS_on"]])
+        for wave in axes:
+            on, off = np.array([w[f"{wave}_on"]]), np.array([w[f"{wave}_off"]])
+            areas = [float(_net_areas(x, mb.fs, on, off, at)[0]) for x in frontal]
+            axes[wave] = frontal_axis(*areas)
+    return _measurements(mb.rr_ms, mb.interval_ms("P_on", "QRS_on"), mb.interval_ms("QRS_on", "QRS_off"),
+                         mb.interval_ms("QRS_on", "T_off"), axes, mb.n_beats)
+
+
+def _measurements(rr: float, pr: float, qrs: float, qt: float, axes: dict[str, float], n_beats: int) -> Measurements:
+    hr = 60000.0 / rr if rr > 0 else float("nan")
+    both = math.isfinite(qt) and math.isfinite(rr)
     return Measurements(
         heart_rate_bpm=hr, rr_ms=rr, pr_ms=pr, qrs_ms=qrs, qt_ms=qt,
-        qtc_bazett_ms=qtc_bazett(qt, rr) if math.isfinite(qt) and math.isfinite(rr) else float("nan"),
-        qtc_fridericia_ms=qtc_fridericia(qt, rr) if math.isfinite(qt) and math.isfinite(rr) else float("nan"),
-        p_axis_deg=axes["P"], qrs_axis_deg=axes["QRS"], t_axis_deg=axes["T"], n_beats=d.n_beats,
+        qtc_bazett_ms=qtc_bazett(qt, rr) if both else float("nan"),
+        qtc_fridericia_ms=qtc_fridericia(qt, rr) if both else float("nan"),
+        p_axis_deg=axes["P"], qrs_axis_deg=axes["QRS"], t_axis_deg=axes["T"], n_beats=n_beats,
     )
