@@ -135,7 +135,7 @@ def median_beat(ecg: ECG, config: DelineatorConfig | None = None) -> MedianBeat:
 
     # Windows with room for the alignment shift: [leads, beats, width + 2 shift].
     idx = anchor[:, None] + np.arange(-pre - shift, post + shift)
-    wide = np.where(valid[:, idx], x[:, idx], np.nan)
+    wide = x[:, idx] if valid.all() else np.where(valid[:, idx], x[:, idx], np.nan)
     width = pre + post
     qrs = slice(shift + pre - ms(60), shift + pre + ms(60))
     first = _median(wide[:, :, qrs])  # the first median's QRS

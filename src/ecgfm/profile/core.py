@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,8 +323,25 @@ def profile_many(
     if saliency < 0:
         raise ValidationError(f"saliency must be >= 0 findings, got {saliency}")
     model = model if model is not None else default_model()
-    context = _Context(model, risk_models)  # refuses unfit models now, not at the first record
+    context = _context(model, risk_models)  # refuses unfit models now, not at the first record
     return _profiles(sources, context, batch_size, saliency, steps, on_error)
+
+
+_CONTEXTS: weakref.WeakKeyDictionary[Any, _Context] = weakref.WeakKeyDictionary()
+
+
+def _context(model: Model, risk_models: Sequence[Model]) -> _Context:
+    """The model's :class:`_Context`, built once per model (a service profiles one record per
+    call); with risk models, built afresh."""
+    if risk_models:
+        return _Context(model, risk_models)
+    try:
+        return _CONTEXTS[model]
+    except KeyError:
+        context = _CONTEXTS[model] = _Context(model)
+        return context
+    except TypeError:  # a model that cannot be weakly referenced
+        return _Context(model)
 
 
 def _profiles(sources: Iterable[Source], context: _Context, batch_size: int, saliency: int, steps: int,

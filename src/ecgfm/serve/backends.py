@@ -92,6 +92,9 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+        # Idle intra-op threads would otherwise spin for work, taking the cores that the
+        # request threads' quality checks and delineation need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
