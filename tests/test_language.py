@@ -429,8 +429,10 @@ def test_multitask_pretraining_exports_a_model_the_commands_load(multitask, ptbx
     _, files = ptbxl_store
     out = Path(multitask["out_dir"])
     assert multitask["global_step"] == 3 and multitask["objective"] == "multitask"
-    for key in ("loss", "clip", "caption", "abnormal", "cpc", "e2t_r1", "t2e_r10", "auroc"):
+    for key in ("loss", "clip", "caption", "abnormal", "cpc", "e2t_r1", "t2e_r10", "recall_mean", "auroc"):
         assert key in multitask["val"], key
+    recalls = [multitask["val"][f"{d}_r{k}"] for d in ("e2t", "t2e") for k in (1, 5, 10)]
+    assert multitask["val"]["recall_mean"] == pytest.approx(sum(recalls) / 6)
     assert (out / "tokenizer.json").is_file() and (out / "language.yaml").is_file()
     model_dir = Path(multitask["model_dir"])
     assert sorted(p.name for p in model_dir.iterdir()) == [

@@ -28,7 +28,10 @@ encoder as LiT, ``optim.*``, ``trainer.*``), the same loaders, checkpoints, logs
 - ``data.labels`` is ``[NORM]`` (the target of the normal/abnormal head) whatever the file says;
 - validation logs ``val/loss`` (the weighted total, the default ``trainer.monitor``),
   ``val/clip``, ``val/caption``, ``val/abnormal``, retrieval recall ``val/e2t_r1`` ...
-  ``val/t2e_r10`` (identical reports count as hits) and ``val/auroc`` of the normal/abnormal head;
+  ``val/t2e_r10`` (identical reports count as hits) and their mean ``val/recall_mean``, and
+  ``val/auroc`` of the normal/abnormal head. A contrastive run should monitor
+  ``val/recall_mean`` (``monitor_mode: max``): its validation loss rises as the learnt
+  temperature sharpens the softmax while the ranking still improves;
 - the export (``out_dir/model``) is a signal-language model folder
   (:mod:`ecgfm.language.portable`): the ECG encoder as a portable model that ``ecgfm.load_model``
   and ``ecgfm finetune --from`` read, plus the text encoder, decoder and tokenizer.
@@ -461,6 +464,7 @@ class LanguageModule(L.LightningModule):
             for k in (1, 5, 10):
                 metrics[f"e2t_r{k}"] = r[f"ecg_to_report@{k}"]
                 metrics[f"t2e_r{k}"] = r[f"report_to_ecg@{k}"]
+            metrics["recall_mean"] = sum(metrics[f"{d}_r{k}"] for d in ("e2t", "t2e") for k in (1, 5, 10)) / 6
         if "normal_prob" in cat:
             from ecgfm.evaluate.metrics import auroc
 
