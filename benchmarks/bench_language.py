@@ -1,10 +1,12 @@
 """Signal-language models on PTB-XL (issue 8): zero-shot superclasses, linear probes, retrieval,
 report generation against a nearest-neighbour baseline.
 
-Two models are pretrained on the PTB-XL store's ECG-report pairs (folds 1-8 train, 9 validation
-for early stopping and every choice below, 10 test): ``clip`` (configs/language/ptbxl_clip.yaml)
-and ``multitask`` (configs/language/ptbxl_multitask.yaml: contrast + generation +
-normal/abnormal + CPC). On the test fold:
+Three models are trained on the PTB-XL store's ECG-report pairs (folds 1-8 train, 9 validation
+for early stopping and every choice below, 10 test): ``clip`` (configs/language/ptbxl_clip.yaml),
+``multitask`` (configs/language/ptbxl_multitask.yaml: contrast + generation + normal/abnormal +
+CPC) and ``caption_supervised`` (configs/language/ptbxl_caption_supervised.yaml: generation only,
+over the bundled default model's encoder, locked; that encoder was trained on the labels of the
+same training folds). On the test fold:
 
 1. zero-shot macro AUROC over the 5 diagnostic superclasses (NORM, MI, STTC, CD, HYP; labels:
    the store's ``superdiagnostic`` column) from catalogue prompts, each scoring method and
@@ -16,11 +18,14 @@ normal/abnormal + CPC). On the test fold:
    same architecture at random initialisation;
 3. ECG -> report and report -> ECG recall@1/5/10, instance matching and text matching (an
    identical report counts);
-4. report generation of the multitask model (greedy and beam 4): corpus BLEU-4 (epsilon
-   smoothing), ROUGE-L (F1), and clinical label precision/recall/F1 of the rule-based report
-   labeler on generated vs reference reports, against the nearest-neighbour baseline (the
-   report of the most similar training ECG by the same encoder's pooled features) and the most
-   frequent training report; paired bootstrap of the micro-F1 difference by patient.
+4. report generation (greedy and beam 4; the decoding reported is chosen on the validation
+   fold) of the multitask model and of ``caption_supervised``
+   (configs/language/ptbxl_caption_supervised.yaml: a decoder over the bundled supervised
+   encoder, locked): corpus BLEU-4 (epsilon smoothing), ROUGE-L (F1), and clinical label
+   precision/recall/F1 of the rule-based report labeler on generated vs reference reports,
+   against the nearest-neighbour baseline (the report of the most similar training ECG by the
+   same encoder's pooled features) and the most frequent training report; paired bootstrap of
+   the micro-F1 difference by patient.
 
 Resumable: every stage writes its result under ``--cache`` (trained models, embeddings, stage
 JSON) and is skipped when present, so an interrupted run continues where it stopped (training
@@ -58,6 +63,14 @@ QUICK = [
     "language.decoder={width: 64, depth: 2, heads: 2, dropout: 0.1}", "language.embed_dim=64",
 ]
 QUICK_CPC = ["language.cpc_args={latents: patches, patch_seconds: 1.0, steps: 4, context: gru, context_dim: 64}"]
+# The models: their objective and configuration file (configs/language/).
+MODELS = {"clip": ("clip", "ptbxl_clip.yaml"), "multitask": ("multitask", "ptbxl_multitask.yaml"),
+          "caption_supervised": ("caption", "ptbxl_caption_supervised.yaml")}
+CONTRASTIVE = ("clip", "multitask")  # the models with a text side (zero-shot, probes, retrieval)
+GENERATORS = ("multitask", "caption_supervised")  # the models that write reports
+# caption_supervised keeps its encoder (the bundled default model, locked): quick shrinks the decoder only.
+QUICK_CAPTION = ["trainer.max_epochs=10", "trainer.early_stopping_patience=null", "optim.lr=0.001",
+                 "optim.warmup_steps=20", "language.decoder={width: 64, depth: 2, heads: 2, dropout: 0.1}"]
 
 
 def log(message: str) -> None:
@@ -102,11 +115,12 @@ def train(kind: str, args: argparse.Namespace, cache: Cache) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     overrides = [f"data.store={args.store}", f"out_dir={cache.root / kind}", "resume=auto", "trainer.progress=none",
                  f"language.extra_texts=[{args.data / 'ptb-xl' / 'ptbxl_reports_only.csv'}]"]
+    objective, config = MODELS[kind]
     if args.quick:
-        overrides += QUICK + (QUICK_CPC if kind == "multitask" else [])
+        overrides += QUICK_CAPTION if kind == "caption_supervised" else QUICK + (QUICK_CPC if kind == "multitask" else [])
     log(f"{kind}: pretraining ({'quick' if args.quick else 'full'}) into {cache.root / kind}")
     t0 = time.perf_counter()
-    result = pretrain_language(kind, ROOT / "configs" / "language" / f"ptbxl_{kind}.yaml", overrides)
+    result = pretrain_language(objective, ROOT / "configs" / "language" / config, overrides)
     seconds = time.perf_counter() - t0
     keep = {k: result[k] for k in ("global_step", "epoch", "n_train", "n_val", "model_dir", "best_checkpoint")}
     keep.update(val=result["val"], test=result.get("test"), seconds=seconds)
@@ -281,9 +295,10 @@ def retrieval(kind: str, lm: Any, emb: dict[str, np.ndarray], splits: dict[str, 
     return cache.put(f"retrieval_{kind}", out)
 
 
-def generation(lm: Any, emb: dict[str, np.ndarray], splits: dict[str, Any], args: argparse.Namespace,
+def generation(kind: str, lm: Any, emb: dict[str, np.ndarray], splits: dict[str, Any], args: argparse.Namespace,
                cache: Cache) -> dict[str, Any]:
-    done = cache.get("generation")
+    name = "generation" if kind == "multitask" else f"generation_{kind}"
+    done = cache.get(name)
     if done is not None:
         return done
     import torch
@@ -294,17 +309,25 @@ def generation(lm: Any, emb: dict[str, np.ndarray], splits: dict[str, Any], args
     train, test = splits["train"], splits["test"]
     norm = lm.tokenizer.normalize
     refs = [norm(t) for t in test["reports"]]
+
+    def write(data: dict[str, Any], beam: int) -> list[str]:
+        texts: list[str] = []
+        with torch.inference_mode():
+            for s in range(0, len(data["reports"]), 32):
+                feats = lm.net.ecg_features(data["signal"][s:s + 32], data["mask"][s:s + 32])
+                texts += lm.generate_from_features(feats, beam=beam)
+        return texts
+
     systems: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}
+    val_f1: dict[str, float] = {}
+    val_refs = report_labels([norm(t) for t in splits["val"]["reports"]])
     for beam in (1, 4):
+        key = "generated, greedy" if beam == 1 else "generated, beam 4"
+        val_f1[key] = label_set_scores(val_refs, report_labels(write(splits["val"], beam)))["micro_f1"]
         t0 = time.perf_counter()
-        texts = []
-        with torch.inference_mode():
-            for s in range(0, len(refs), 32):
-                feats = lm.net.ecg_features(test["signal"][s:s + 32], test["mask"][s:s + 32])
-                texts += lm.generate_from_features(feats, beam=beam)
+        systems[key] = write(test, beam)
         seconds[f"beam{beam}"] = time.perf_counter() - t0
-        systems["generated, greedy" if beam == 1 else "generated, beam 4"] = texts
     train_texts = [norm(t) for t in train["reports"]]
     from collections import Counter
 
@@ -328,15 +351,17 @@ def generation(lm: Any, emb: dict[str, np.ndarray], splits: dict[str, Any], args
         per_record[name] = np.array([[len(r & h), len(h - r), len(r - h)] for r, h in zip(ref_sets, hyp_sets)])
         log(f"generation {name}: BLEU-4 {rows[name]['bleu4']:.3f}, ROUGE-L {rows[name]['rouge_l']:.3f}, "
             f"label micro-F1 {rows[name]['micro_f1']:.3f}")
-    best_gen = max(("generated, greedy", "generated, beam 4"), key=lambda k: rows[k]["micro_f1"])
+    best_gen = max(val_f1, key=lambda k: val_f1[k])  # the decoding chosen on the validation fold
     diff = paired_f1(per_record[best_gen], per_record["nearest neighbour (pooled features)"], test["patients"],
                      args.resamples)
     examples = [{"record_id": test["record_id"][i], "reference": refs[i],
                  **{name: systems[name][i] for name in ("generated, beam 4", "nearest neighbour (pooled features)")}}
                 for i in range(0, len(refs), max(1, len(refs) // 8))][:8]
-    result = {"systems": rows, "best_generated": best_gen, "micro_f1_difference_vs_nn": diff,
+    result = {"systems": rows, "best_generated": best_gen, "val_micro_f1": val_f1, "micro_f1_difference_vs_nn": diff,
               "generation_seconds": seconds, "n": len(refs), "examples": examples}
-    return cache.put("generation", result)
+    log(f"{kind}: {best_gen} - nearest neighbour, label micro-F1 {diff['difference']:+.3f} "
+        f"({diff['ci'][0]:+.3f} to {diff['ci'][1]:+.3f})")
+    return cache.put(name, result)
 
 
 def paired_f1(a: np.ndarray, b: np.ndarray, patients: np.ndarray, n: int) -> dict[str, float]:
@@ -377,7 +402,7 @@ def time_full_steps(args: argparse.Namespace, cache: Cache) -> dict[str, Any]:
             self.t.append(time.perf_counter())
 
     out = {}
-    for kind in ("clip", "multitask"):
+    for kind in CONTRASTIVE:
         clock = Clock()
         folder = cache.root / f"timing_{kind}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -401,79 +426,9 @@ def fmt_ci(r: dict[str, Any]) -> str:
     return f"{r['macro_auroc']:.3f} ({lo:.3f}-{hi:.3f})"
 
 
-def page(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    quick = result["quick"]
-    lines = [
-        "# Signal-language models on PTB-XL" + (" (quick run)" if quick else ""), "",
-        f"Command: `python benchmarks/bench_language.py{' --quick' if quick else ''}`  ",
-        f"Machine: {m['cpu']} ({m['cores']} CPUs), Python {m['python']}, {m['platform']}  ",
-        f"Load: {result['load']}; torch threads: {result['threads']}  ",
-        f"Data: `{result['store']}` (PTB-XL at 100 Hz: {result['n']['train']} train / {result['n']['val']} "
-        f"validation / {result['n']['test']} test ECG-report pairs; folds 1-8 / 9 / 10). Models: "
-        "`configs/language/ptbxl_clip.yaml` and `ptbxl_multitask.yaml`"
-        + (" with the `--quick` overrides (small encoder and text side, 10 epochs): a smoke test of the pipeline, "
-           "not a measurement of the method." if quick else "."), "",
-    ]
-    if quick:
-        lines += ["> These are **quick-run** figures (tiny models, 10 epochs, on a machine shared with other jobs). "
-                  "The full run is `python benchmarks/bench_language.py` (estimate below).", ""]
-    lines += ["## Training", "", "| model | optimizer steps | epochs | wall time (s) | best val loss | val R@1 (ECG->report) |",
-              "|---|---|---|---|---|---|"]
-    for kind in ("clip", "multitask"):
-        t = result["train"][kind]
-        lines.append(f"| {kind} | {t['global_step']} | {t['epoch']} | {t['seconds']:.0f} | {t['val'].get('loss', float('nan')):.3f} "
-                     f"| {t['val'].get('e2t_r1', float('nan')):.3f} |")
-    lines += ["", "## Zero-shot diagnosis: 5 superclasses, test fold", "",
-              "Macro AUROC over NORM, MI, STTC, CD, HYP from catalogue prompts (English and German templates, "
-              f"ensembled); 95 % bootstrap interval by patient ({result['resamples']} resamples). The method and "
-              "expansion reported were chosen on the validation fold; every combination is listed below.", "",
-              "| model | method (chosen on val) | macro AUROC (95 % CI) | " + " | ".join(SUPER) + " |",
-              "|---|---|---|" + "---|" * len(SUPER)]
-    for kind in ("clip", "multitask"):
-        z = result["zero_shot"][kind]["chosen"]
-        lines.append(f"| {kind} | {z['method']}, {z['expand']} | {fmt_ci(z)} | "
-                     + " | ".join(f"{z['per_class'][c]:.3f}" for c in SUPER) + " |")
-    lines += ["", "| model | method | expand | val macro AUROC | test macro AUROC |", "|---|---|---|---|---|"]
-    for kind in ("clip", "multitask"):
-        for row in result["zero_shot"][kind]["all"]:
-            lines.append(f"| {kind} | {row['method']} | {row['expand']} | {row['val']:.3f} | {row['test']:.3f} |")
-    target = max(result["zero_shot"][k]["chosen"]["macro_auroc"] for k in ("clip", "multitask"))
-    lines += ["", f"Target: zero-shot superclass macro AUROC >= 0.75: best {target:.3f}, "
-              f"**{'met' if target >= 0.75 else 'not met'}**.", ""]
-    lines += ["## Linear probes: 5 superclasses, test fold", "",
-              "Logistic regression on the encoder's pooled features (standardised on the training fold, C from "
-              "{0.01, 0.1, 1} chosen on validation). 10 %: patient-grouped subsets of the training fold "
-              f"(`ecgfm.evaluate.efficiency_subsets`, every superclass represented), mean over {result['probe_repeats']} repeats. The "
-              "self-supervised encoders' rows are added by the SSL benchmark.", "",
-              "| encoder | 10 % labels (mean) | 100 % labels (95 % CI) | C |", "|---|---|---|---|"]
-    for kind in ("clip", "multitask"):
-        for name, label in (("pretrained", f"{kind} pretrained"), ("random_init", f"random init ({kind} architecture)")):
-            p = result["probe"][kind][name]
-            lines.append(f"| {label} | {p['tenth']['macro_auroc']:.3f} (n = {p['tenth']['n_train'][0]}) | "
-                         f"{fmt_ci(p['full'])} | {p['C']:g} |")
-    lines += ["", "## Retrieval, test fold", "",
-              "Cosine similarity of joint embeddings over the test pairs with a report. *Instance*: only the "
-              "record's own report (or ECG) counts; *text*: any identical report text counts (PTB-XL repeats "
-              "reports word for word).", "",
-              "| model | matching | ECG->report R@1 | R@5 | R@10 | report->ECG R@1 | R@5 | R@10 |",
-              "|---|---|---|---|---|---|---|---|"]
-    for kind in ("clip", "multitask"):
-        r = result["retrieval"][kind]
-        for how in ("instance", "text"):
-            x = r[how]
-            lines.append(f"| {kind} | {how} | " + " | ".join(f"{x[f'{d}@{k}']:.3f}" for d in ("ecg_to_report", "report_to_ecg")
-                                                             for k in (1, 5, 10)) + " |")
-    r = result["retrieval"]["clip"]
-    lines += ["", f"{r['n']} test pairs, {r['distinct_reports']} distinct normalised report texts; chance R@1 = "
-              f"{1 / max(r['n'], 1):.4f} (instance).", ""]
-    g = result["generation"]
-    lines += ["## Report generation (multitask model), test fold", "",
-              "References and outputs are the normalised report texts (lower case, PTB-XL boilerplate removed). "
-              "BLEU-4: corpus level, epsilon smoothing (Chen & Cherry method 1, only used when an n-gram order "
-              "has no match). ROUGE-L: mean F1 over reports. Clinical: the rule-based report labeler "
-              "(`ecgfm.labels.report`) on both texts; micro precision/recall/F1 over (report, label) pairs, "
-              "macro F1 over labels present in the references, example F1 = mean per-report F1.", "",
+def generation_section(kind: str, g: dict[str, Any]) -> list[str]:
+    """The report-generation table, target line and examples of one generating model."""
+    lines = [f"### {kind}", "",
               "| system | BLEU-4 | ROUGE-L | label micro-P | micro-R | micro-F1 | macro-F1 | example-F1 | distinct texts | = most frequent report |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in g["systems"].items():
@@ -483,7 +438,9 @@ def page(result: dict[str, Any]) -> str:
     d = g["micro_f1_difference_vs_nn"]
     best_row = g["systems"][g["best_generated"]]
     collapsed = best_row["share_most_frequent"] > 0.9 or best_row["distinct"] <= max(2, 0.02 * g["n"])
-    lines += ["", f"{g['best_generated']} minus nearest neighbour (pooled features), label micro-F1: "
+    chosen = (" (the decoding with the better label micro-F1 on the validation fold: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in g["val_micro_f1"].items()) + ")") if "val_micro_f1" in g else ""
+    lines += ["", f"{g['best_generated']}{chosen} minus nearest neighbour (pooled features), label micro-F1: "
               f"{d['difference']:+.3f} (95 % CI {d['ci'][0]:+.3f} to {d['ci'][1]:+.3f}, paired bootstrap by patient; "
               f"one-sided p of no improvement {d['p_not_better']:.3f}).", "",
               f"Target: generated reports beat the nearest-neighbour baseline on clinical label F1: "
@@ -499,6 +456,88 @@ def page(result: dict[str, Any]) -> str:
     for ex in g["examples"]:
         lines.append(f"| {ex['record_id']} | {ex['reference']} | {ex['generated, beam 4']} | "
                      f"{ex['nearest neighbour (pooled features)']} |")
+    lines.append("")
+    return lines
+
+
+def page(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    quick = result["quick"]
+    lines = [
+        "# Signal-language models on PTB-XL" + (" (quick run)" if quick else ""), "",
+        f"Command: `python benchmarks/bench_language.py{' --quick' if quick else ''}`  ",
+        f"Machine: {m['cpu']} ({m['cores']} CPUs), Python {m['python']}, {m['platform']}  ",
+        f"Load: {result['load']}; torch threads: {result['threads']}  ",
+        f"Data: `{result['store']}` (PTB-XL at 100 Hz: {result['n']['train']} train / {result['n']['val']} "
+        f"validation / {result['n']['test']} test ECG-report pairs; folds 1-8 / 9 / 10). Models: "
+        "`configs/language/ptbxl_clip.yaml`, `ptbxl_multitask.yaml` and `ptbxl_caption_supervised.yaml`"
+        + (" with the `--quick` overrides (small encoder and text side, 10 epochs): a smoke test of the pipeline, "
+           "not a measurement of the method." if quick else "."), "",
+    ]
+    if quick:
+        lines += ["> These are **quick-run** figures (tiny models, 10 epochs, on a machine shared with other jobs). "
+                  "The full run is `python benchmarks/bench_language.py` (estimate below).", ""]
+    lines += ["## Training", "", "| model | objective, configuration | optimizer steps | epochs | wall time (s) | "
+              "val loss | val R@1 (ECG->report) | val mean recall |", "|---|---|---|---|---|---|---|---|"]
+    for kind in result["train"]:
+        t = result["train"][kind]
+        objective, config = MODELS[kind]
+        lines.append(f"| {kind} | {objective}, `{config}` | {t['global_step']} | {t['epoch']} | {t['seconds']:.0f} | "
+                     f"{t['val'].get('loss', float('nan')):.3f} | {t['val'].get('e2t_r1', float('nan')):.3f} | "
+                     f"{t['val'].get('recall_mean', float('nan')):.3f} |")
+    lines += ["", "## Zero-shot diagnosis: 5 superclasses, test fold", "",
+              "Macro AUROC over NORM, MI, STTC, CD, HYP from catalogue prompts (English and German templates, "
+              f"ensembled); 95 % bootstrap interval by patient ({result['resamples']} resamples). The method and "
+              "expansion reported were chosen on the validation fold; every combination is listed below.", "",
+              "| model | method (chosen on val) | macro AUROC (95 % CI) | " + " | ".join(SUPER) + " |",
+              "|---|---|---|" + "---|" * len(SUPER)]
+    for kind in CONTRASTIVE:
+        z = result["zero_shot"][kind]["chosen"]
+        lines.append(f"| {kind} | {z['method']}, {z['expand']} | {fmt_ci(z)} | "
+                     + " | ".join(f"{z['per_class'][c]:.3f}" for c in SUPER) + " |")
+    lines += ["", "| model | method | expand | val macro AUROC | test macro AUROC |", "|---|---|---|---|---|"]
+    for kind in CONTRASTIVE:
+        for row in result["zero_shot"][kind]["all"]:
+            lines.append(f"| {kind} | {row['method']} | {row['expand']} | {row['val']:.3f} | {row['test']:.3f} |")
+    target = max(result["zero_shot"][k]["chosen"]["macro_auroc"] for k in CONTRASTIVE)
+    lines += ["", f"Target: zero-shot superclass macro AUROC >= 0.75: best {target:.3f}, "
+              f"**{'met' if target >= 0.75 else 'not met'}**.", ""]
+    lines += ["## Linear probes: 5 superclasses, test fold", "",
+              "Logistic regression on the encoder's pooled features (standardised on the training fold, C from "
+              "{0.01, 0.1, 1} chosen on validation). 10 %: patient-grouped subsets of the training fold "
+              f"(`ecgfm.evaluate.efficiency_subsets`, every superclass represented), mean over {result['probe_repeats']} repeats. The "
+              "self-supervised encoders' rows are added by the SSL benchmark.", "",
+              "| encoder | 10 % labels (mean) | 100 % labels (95 % CI) | C |", "|---|---|---|---|"]
+    for kind in CONTRASTIVE:
+        for name, label in (("pretrained", f"{kind} pretrained"), ("random_init", f"random init ({kind} architecture)")):
+            p = result["probe"][kind][name]
+            lines.append(f"| {label} | {p['tenth']['macro_auroc']:.3f} (n = {p['tenth']['n_train'][0]}) | "
+                         f"{fmt_ci(p['full'])} | {p['C']:g} |")
+    lines += ["", "## Retrieval, test fold", "",
+              "Cosine similarity of joint embeddings over the test pairs with a report. *Instance*: only the "
+              "record's own report (or ECG) counts; *text*: any identical report text counts (PTB-XL repeats "
+              "reports word for word).", "",
+              "| model | matching | ECG->report R@1 | R@5 | R@10 | report->ECG R@1 | R@5 | R@10 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for kind in CONTRASTIVE:
+        r = result["retrieval"][kind]
+        for how in ("instance", "text"):
+            x = r[how]
+            lines.append(f"| {kind} | {how} | " + " | ".join(f"{x[f'{d}@{k}']:.3f}" for d in ("ecg_to_report", "report_to_ecg")
+                                                             for k in (1, 5, 10)) + " |")
+    r = result["retrieval"]["clip"]
+    lines += ["", f"{r['n']} test pairs, {r['distinct_reports']} distinct normalised report texts; chance R@1 = "
+              f"{1 / max(r['n'], 1):.4f} (instance).", ""]
+    lines += ["## Report generation, test fold", "",
+              "References and outputs are the normalised report texts (lower case, PTB-XL boilerplate removed). "
+              "BLEU-4: corpus level, epsilon smoothing (Chen & Cherry method 1, only used when an n-gram order "
+              "has no match). ROUGE-L: mean F1 over reports. Clinical: the rule-based report labeler "
+              "(`ecgfm.labels.report`) on both texts; micro precision/recall/F1 over (report, label) pairs, "
+              "macro F1 over labels present in the references, example F1 = mean per-report F1. Each model's "
+              "nearest-neighbour baseline uses that model's own pooled encoder features (and its joint "
+              "embedding where it has a text side).", ""]
+    for kind, g in result["generation"].items():
+        lines += generation_section(kind, g)
     est = result.get("full_run_estimate")
     if est:
         lines += ["", "## CPU time of the full run (estimate)", "", est["text"], ""]
@@ -533,6 +572,8 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 1000; quick 200)")
     ap.add_argument("--repeats", type=int, default=None, help="10 %% probe repeats (default 5; quick 2)")
     ap.add_argument("--time-steps", type=int, default=0, help="also time N steps of each full config (estimate)")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="train and evaluate only these (comma-separated); the page is written when all are done")
     ap.add_argument("--force", action="store_true", help="recompute the evaluation stages (training resumes anyway)")
     args = ap.parse_args()
     args.resamples = args.resamples or (200 if args.quick else 1000)
@@ -549,28 +590,34 @@ def main() -> None:
     from ecgfm.store.format import Corpus
 
     t0 = time.perf_counter()
-    trained = {kind: train(kind, args, cache) for kind in ("clip", "multitask")}
+    kinds = [k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(MODELS))
+    if unknown:
+        sys.exit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(MODELS)})")
+    trained = {kind: train(kind, args, cache) for kind in kinds}
     corpus = Corpus.open(args.store)
     splits = {s: load_split(corpus, s) for s in ("train", "val", "test")}
     result: dict[str, Any] = {"machine": machine(), "load": load_note(), "threads": args.threads, "quick": args.quick,
                               "resamples": args.resamples, "probe_repeats": args.repeats,
                               "store": str(args.store), "n": {s: len(v["y"]) for s, v in splits.items()},
-                              "train": trained, "zero_shot": {}, "probe": {}, "retrieval": {}}
-    models = {}
-    for kind in ("clip", "multitask"):
+                              "train": trained, "zero_shot": {}, "probe": {}, "retrieval": {}, "generation": {}}
+    for kind in kinds:
         lm = load_language_model(trained[kind]["model_dir"])
-        models[kind] = lm
         emb = cached_embeddings(kind, lm, splits, cache)
-        result["zero_shot"][kind] = zero_shot(kind, lm, emb, splits, args, cache)
-        result["probe"][kind] = probes(kind, emb, splits, args, cache)
-        result["retrieval"][kind] = retrieval(kind, lm, emb, splits, cache)
-    emb = cached_embeddings("multitask", models["multitask"], splits, cache)
-    result["generation"] = generation(models["multitask"], emb, splits, args, cache)
+        if kind in CONTRASTIVE:
+            result["zero_shot"][kind] = zero_shot(kind, lm, emb, splits, args, cache)
+            result["probe"][kind] = probes(kind, emb, splits, args, cache)
+            result["retrieval"][kind] = retrieval(kind, lm, emb, splits, cache)
+        if kind in GENERATORS:
+            result["generation"][kind] = generation(kind, lm, emb, splits, args, cache)
     timing = cache.get("timing") if args.time_steps else None
     if args.time_steps and timing is None:
         timing = cache.put("timing", time_full_steps(args, cache))
     result["full_run_estimate"] = estimate(timing, result["n"]["train"])
     result["seconds"] = time.perf_counter() - t0
+    if set(kinds) != set(MODELS):
+        log(f"evaluated {', '.join(kinds)}; the page is written by a run over all models (stages are cached)")
+        return
     write_results(args.out, "language", result, page(result))
 
 
