@@ -16,7 +16,7 @@ import pytest
 
 from conftest import data_path
 from ecgfm import ECG, Metadata, ValidationError
-from ecgfm.plot import plot_ecg
+from ecgfm.plot import plot_ecg, plot_median_beats
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -318,3 +318,32 @@ def test_plotting_leaves_pyplot_and_ecgfm_import_alone():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_median_beats_sit_at_scale_with_their_markers(ptbxl, tmp_path):
+    from ecgfm.delineate import median_beat
+
+    ecg, _ = ptbxl
+    beat = median_beat(ecg)
+    fig = plot_median_beats(beat, tmp_path / "median.png", dpi=DPI)
+    assert (tmp_path / "median.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    width = beat.signal.shape[1]
+    panel = np.ceil(width / beat.fs * 50 / 5) * 5 + 5  # mm per column at 50 mm/s
+    # V2: row 2 (baseline 60 mm of a 120 mm grid), column 3; 50 mm/s at 500 Hz is 0.1 mm per sample.
+    v2 = _line(fig, "median:V2")
+    x, y = v2.get_xdata(), v2.get_ydata()
+    assert x[0] == pytest.approx(2 * panel + 2.5) and np.diff(x) == pytest.approx(0.1)
+    on = int(beat.waves["QRS_on"])
+    row = beat.signal[ecg.leads.index("V2")]
+    assert y == pytest.approx(60.0 + 10.0 * (row - row[on]), abs=1e-6)  # PQ junction on the baseline
+    # One dashed marker per global fiducial and panel, at its time.
+    for key in ("QRS_on", "QRS_off", "T_off"):
+        markers = [c for c in fig.axes[0].collections if c.get_gid() == f"marker:{key}"]
+        assert len(markers) == 12
+        xs = sorted(seg[0][0] for c in markers for seg in c.get_segments())
+        assert xs[0] == pytest.approx(2.5 + beat.waves[key] / beat.fs * 50)
+    labels = {t.get_text() for t in fig.axes[0].texts if (t.get_gid() or "").startswith("label:")}
+    assert labels == set(ecg.leads)
+    with pytest.raises(ValidationError, match="speed"):
+        plot_median_beats(beat, speed=0)
+

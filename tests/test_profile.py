@@ -304,7 +304,9 @@ def test_json_is_stable_and_round_trips(model, profile) -> None:
 def test_html_is_one_self_contained_page(profile) -> None:
     page = render_html(profile)
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 1 + len(profile.saliency)  # the plot, then one overlay per finding
+    # the plot, the median beats, then one overlay per finding
+    assert len(sources) == 2 + len(profile.saliency)
+    assert 'alt="median beats of' in page
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -349,7 +351,7 @@ def test_pdf_has_plot_conditions_and_saliency_pages(profile, tmp_path) -> None:
     data = path.read_bytes()
     assert data.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page\b", data))
-    assert pages == 1 + 1 + len(profile.saliency)  # plot + one conditions page + saliency
+    assert pages == 1 + 1 + 1 + len(profile.saliency)  # plot + median beats + one conditions page + saliency
 
 
 # -- batches ----------------------------------------------------------------------------------

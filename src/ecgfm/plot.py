@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.text import Text
 
+    from ecgfm.delineate import MedianBeat
+
 MM_PER_INCH = 25.4
 PAPER_MM = 250.0  # trace width of a row: 10 s at 25 mm/s, as on A4/letter ECG paper
 ROW_MM = 40.0  # height of one row: +-2 mV around the baseline at 10 mm/mV
@@ -193,6 +195,65 @@ def plot_ecg(
     if path is not None:
         metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt or "", {})
         fig.savefig(path, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
+    return fig
+
+
+MEDIAN_MARKERS = (("P_on", "P on"), ("QRS_on", "QRS on"), ("QRS_off", "QRS off"), ("T_off", "T off"))
+
+
+def plot_median_beats(beat: MedianBeat, path: str | Path | None = None, *, speed: float = 50.0,
+                      gain: float = 10.0, dpi: float = 150) -> Figure:
+    """Each lead's median beat on ECG paper (3 rows x 4 columns), with the global P onset, QRS
+    onset and offset and T offset that the measurements come from as vertical lines.
+
+    Args:
+        beat: from :func:`ecgfm.delineate.median_beat` (its ``signal`` is at 500 Hz).
+        path: where to save (``.png``, ``.svg``, ``.pdf``); ``None`` only returns the figure.
+        speed: paper speed in mm/s (50: median beats are usually shown stretched).
+        gain: mm per mV.
+        dpi: resolution of raster output.
+
+    Returns:
+        The figure; traces carry ``gid`` ``"median:<lead>"``, markers ``"marker:<key>"``. Leads
+        the beat lacks are empty labelled panels.
+    """
+    from matplotlib.collections import LineCollection
+
+    fmt = _format_of(path)
+    if not (_is_number(speed) and speed > 0 and _is_number(gain) and gain > 0):
+        raise ValidationError(f"plot_median_beats: speed and gain must be > 0, got {speed!r}, {gain!r}")
+    width = beat.signal.shape[1]
+    seconds = width / beat.fs
+    panel_w = math.ceil(seconds * speed / 5.0) * 5.0 + 5.0
+    grid_w, grid_h = 4 * panel_w, 3 * ROW_MM
+    fig, ax = _paper(grid_w, grid_h, dpi)
+    index = {lead: i for i, lead in enumerate(beat.leads)}
+    for r, row in enumerate(LAYOUT_3X4):
+        base = grid_h - (r + 0.5) * ROW_MM
+        for c, lead in enumerate(row):
+            x0 = c * panel_w + 2.5
+            i = index.get(lead)
+            if i is not None and np.isfinite(beat.signal[i]).any():
+                y = beat.signal[i]
+                if math.isfinite(beat.waves["QRS_on"]):  # the PQ junction on the baseline
+                    y = y - y[int(beat.waves["QRS_on"])]
+                ax.plot(x0 + np.arange(width) / beat.fs * speed, base + y * gain, color=TRACE_COLOR,
+                        linewidth=TRACE_WIDTH_PT, zorder=3, gid=f"median:{lead}")
+            ax.text(x0 + 0.5, base + ROW_MM * 0.5 - 4.0, lead, fontsize=7, va="top", gid=f"label:{lead}")
+            for key, _ in MEDIAN_MARKERS:
+                t = beat.waves[key]
+                if math.isfinite(t):
+                    x = x0 + t / beat.fs * speed
+                    ax.add_collection(LineCollection([((x, base - ROW_MM * 0.45), (x, base + ROW_MM * 0.45))],
+                                                     colors=["#3d6fd6"], linewidths=0.6, linestyles="dashed",
+                                                     zorder=2, gid=f"marker:{key}"))
+    used = int(beat.used.sum())
+    fig.text(0.01, 0.985, f"{Path(beat.record).name}: median beats of {used} of {beat.n_beats} beats, {speed:g} mm/s, "
+             f"{gain:g} mm/mV; dashed: " + ", ".join(name for key, name in MEDIAN_MARKERS
+                                                     if math.isfinite(beat.waves[key])),
+             fontsize=7, va="top", gid="header")
+    if path is not None:
+        fig.savefig(path, format=fmt, dpi=dpi, facecolor="white")
     return fig
 
 

@@ -247,6 +247,11 @@ def render_html(profile: Profile, ecg: ECG | None = None, *, dpi: float = 100) -
     else:
         parts.append('<p class="muted">No plot: the record\'s samples are not available.</p>')
     parts += ["<h2>Measurements</h2>", _measurements_html(profile)]
+    median = _median_png(record, dpi) if record is not None and profile.measurements is not None else None
+    if median is not None:
+        parts += ['<p class="small muted">Each lead\'s median beat, from which the intervals are measured; '
+                  "dashed lines: the P onset, QRS onset and offset and T offset across leads.</p>",
+                  f'<img class="ecg" alt="median beats of {e(r.record_id)}" src="{_data_uri(median)}">']
     parts += ["<h2>Signal quality</h2>", _quality_html(profile)]
     if profile.ok:
         parts += ["<h2>Conditions</h2>",
@@ -276,6 +281,25 @@ def render_html(profile: Profile, ecg: ECG | None = None, *, dpi: float = 100) -
     parts.append(f"<footer>{e(DISCLAIMER)} Profile schema version {profile.schema_version}; "
                  f"ecgfm {e(str(profile.model.get('ecgfm', '')))}.</footer></main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _median_figure(ecg: ECG, dpi: float) -> Figure | None:
+    """The median beats with their fiducials, or None where the record has none."""
+    try:
+        from ecgfm.delineate import median_beat
+        from ecgfm.plot import plot_median_beats
+    except ImportError:
+        return None
+    try:
+        beat = median_beat(ecg)
+    except ECGError:
+        return None
+    return plot_median_beats(beat, dpi=dpi)
+
+
+def _median_png(ecg: ECG, dpi: float) -> bytes | None:
+    fig = _median_figure(ecg, dpi)
+    return None if fig is None else _png(fig)
 
 
 def _data_uri(png: bytes) -> str:
@@ -431,7 +455,8 @@ def render_pdf(profile: Profile, path: str | os.PathLike[str], ecg: ECG | None =
     """Write a PDF report of a profile (A4 landscape).
 
     Page 1: the record, the refusal box or the positive and borderline calls, the 12-lead
-    plot and the measurements. Then the conditions table (grouped, ranked) over as many pages
+    plot and the measurements; page 2 the median beats the intervals come from, with their
+    onsets and offsets. Then the conditions table (grouped, ranked) over as many pages
     as it needs, then one page per explained finding with its saliency shaded on the plot.
 
     Args:
@@ -453,6 +478,12 @@ def render_pdf(profile: Profile, path: str | os.PathLike[str], ecg: ECG | None =
     with PdfPages(path, metadata={"Title": f"ECG health profile {profile.record.record_id}",
                                   "Creator": "ecgfm", "CreationDate": None}) as pdf:
         pdf.savefig(_first_page(profile, next((a for s, a in plots if s is None), None)))
+        median = _median_figure(record, dpi) if record is not None and profile.measurements is not None else None
+        if median is not None:
+            page = _page("Median beats", "Each lead's median beat, from which the intervals are measured; dashed "
+                         "lines: the P onset, QRS onset and offset and T offset across leads.")
+            _image(page, (0.03, 0.08, 0.94, 0.8), _rgba(median))
+            pdf.savefig(page)
         if profile.ok:
             for page in _condition_pages(profile):
                 pdf.savefig(page)
