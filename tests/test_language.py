@@ -529,6 +529,30 @@ def test_clip_run_and_the_errors_of_pretraining(ptbxl_store, tmp_path) -> None:
     assert out.exit_code == 1 and "signal-language objectives are clip, caption, multitask" in out.output
 
 
+def test_caption_over_a_locked_pretrained_encoder(ptbxl_store, tmp_path) -> None:
+    """ptbxl_caption_supervised.yaml's recipe: the decoder learns, the bundled encoder (weights and
+    batch-norm statistics) stays exactly as shipped."""
+    from safetensors.numpy import load_file
+
+    from ecgfm.language import load_language_model
+    from ecgfm.models import default_model_path
+    from ecgfm.train.language import pretrain_language
+
+    store, files = ptbxl_store
+    default = default_model_path()
+    overrides = [o for o in _overrides(store, tmp_path / "cap") if not o.startswith("model.encoder")]
+    result = pretrain_language("caption", None, [*overrides, "trainer.max_steps=2", "model.encoder=resnet1d18",
+                                                 f"model.init={default}", "model.freeze=encoder"])
+    shipped = load_file(default / "model.safetensors")
+    exported = load_file(Path(result["model_dir"]) / "model.safetensors")
+    encoder = [k for k in exported if k in shipped]
+    assert len(encoder) == len(exported) > 100
+    for key in encoder:
+        np.testing.assert_array_equal(exported[key], shipped[key], err_msg=key)
+    lm = load_language_model(result["model_dir"])
+    assert lm.net.text_encoder is None and len(lm.generate(files[40:42], beam=2)) == 2
+
+
 def test_hugging_face_text_encoder_from_a_local_folder(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     from ecgfm.language.text_encoder import HFTextEncoder
