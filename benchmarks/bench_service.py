@@ -3,7 +3,8 @@
 The service (``ecgfm serve``'s app, with 1 and with 2 uvicorn workers) runs in its own process on a free
 loopback port; a load generator in this process keeps ``N`` clients busy, each posting one of
 the bundled PTB-XL records (its ``.hea`` and ``.dat``, a multipart upload, as a user's client
-would) to ``POST /v1/profile`` and waiting for the profile before sending the next. Every
+would; encoded once) to ``POST /v1/profile`` and waiting for the profile before sending the next,
+on a new connection per request unless ``--keepalive``. Every
 answer must be a 200 with ``status: "ok"``. For each backend (PyTorch, ONNX Runtime) and
 ``N`` in 1, 8 and 32:
 
@@ -21,7 +22,7 @@ Nothing leaves the machine: server and clients talk over 127.0.0.1. On a 2-core 
 load generator competes with the service for the CPU, so the figures are a lower bound.
 
     python benchmarks/bench_service.py [--seconds 15] [--clients 1,8,32] [--backends torch,onnx]
-        [--workers 1,2] [--out docs/benchmarks]
+        [--workers 1,2] [--keepalive] [--out docs/benchmarks]
 
 ``--quick`` runs 4 s per point and writes to ``/tmp/ecgfm-bench-service`` unless ``--out``.
 """
@@ -139,13 +140,23 @@ class Server:
             self.process.kill()
 
 
-def uploads() -> list[list[tuple[str, tuple[str, bytes]]]]:
+def uploads() -> list[tuple[bytes, dict[str, str]]]:
+    """Each bundled record as a ready multipart body (its .hea and .dat) with its headers.
+
+    Encoded once, so that the load generator, which shares the cores with the service, spends
+    its time sending rather than re-encoding the same files for every request."""
+    import httpx
+
     records = sorted(p.stem for p in EXAMPLES.glob("*.hea"))
-    return [[("file", (f"{r}{ext}", (EXAMPLES / f"{r}{ext}").read_bytes())) for ext in (".hea", ".dat")]
-            for r in records]
+    out = []
+    for r in records:
+        files = [("file", (f"{r}{ext}", (EXAMPLES / f"{r}{ext}").read_bytes())) for ext in (".hea", ".dat")]
+        request = httpx.Request("POST", "http://localhost/v1/profile", files=files)
+        out.append((request.read(), {"Content-Type": request.headers["Content-Type"]}))
+    return out
 
 
-async def load(url: str, clients: int, seconds: float, warmup: float, server: Server) -> dict:
+async def load(url: str, clients: int, seconds: float, warmup: float, server: Server, keepalive: bool = False) -> dict:
     """``clients`` closed-loop clients for ``warmup + seconds``; only the last ``seconds`` count."""
     import httpx
 
@@ -161,7 +172,8 @@ async def load(url: str, clients: int, seconds: float, warmup: float, server: Se
         i = k
         while time.perf_counter() < t1:
             sent = time.perf_counter()
-            response = await http.post(url + "/v1/profile", files=bodies[i % len(bodies)])
+            body, headers = bodies[i % len(bodies)]
+            response = await http.post(url + "/v1/profile", content=body, headers=headers)
             done = time.perf_counter()
             i += 1
             answered[0] += 1
@@ -175,13 +187,15 @@ async def load(url: str, clients: int, seconds: float, warmup: float, server: Se
             peak[0] = max(peak[0], server.rss_mb())
             await asyncio.sleep(0.25)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # keepalive=False: a new connection per request, so each request goes to whichever worker
+    # accepts it; kept-alive connections stay with the worker that accepted them first.
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients if keepalive else 0)
     async with httpx.AsyncClient(limits=limits, timeout=120) as http:
         # With several workers these are the counts of whichever worker answers: indicative only.
         before = (await http.get(url + "/v1/health")).json()["batching"]
-        cpu = server.cpu_s()
+        cpu, own = server.cpu_s(), time.process_time()
         await asyncio.gather(watch(), *(client(k, http) for k in range(clients)))
-        cpu = server.cpu_s() - cpu
+        cpu, own = server.cpu_s() - cpu, time.process_time() - own
         after = (await http.get(url + "/v1/health")).json()["batching"]
     lat = np.array(latencies)
     passes = after["batches"] - before["batches"]
@@ -195,6 +209,7 @@ async def load(url: str, clients: int, seconds: float, warmup: float, server: Se
         "records_per_forward_pass": (after["records"] - before["records"]) / passes if passes > 0 else None,
         "peak_rss_mb": peak[0],
         "server_cpu_ms_per_profile": 1000 * cpu / answered[0] if answered[0] else None,
+        "client_cpu_ms_per_profile": 1000 * own / answered[0] if answered[0] else None,
     }
 
 
@@ -257,19 +272,19 @@ def run(args: argparse.Namespace) -> dict:
             startup_s = time.perf_counter() - started
             idle = server.rss_mb()
             for clients in args.clients:
-                point = asyncio.run(load(server.url, clients, args.seconds, args.warmup, server))
+                point = asyncio.run(load(server.url, clients, args.seconds, args.warmup, server, args.keepalive))
                 point.update(backend=backend, workers=workers, startup_s=startup_s, idle_rss_mb=idle)
                 results.append(point)
                 print(f"{backend:5s} x{workers} {clients:3d} clients: {point['throughput_per_s']:6.1f} profiles/s  "
                       f"p50 {_ms(point['p50_ms'])}  p99 {_ms(point['p99_ms'])}  "
                       f"batch {point['records_per_forward_pass'] or 0:4.1f}  RSS {point['peak_rss_mb']:.0f} MB  "
-                      f"CPU/profile {_ms(point['server_cpu_ms_per_profile'])}"
+                      f"CPU/profile {_ms(point['server_cpu_ms_per_profile'])}, clients {_ms(point['client_cpu_ms_per_profile'])}"
                       + (f"  FAILURES {point['failures']}" if point["failures"] else ""), flush=True)
         finally:
             server.stop()
     target = [r for r in results if r["clients"] == TARGET_CLIENTS]
     return {"benchmark": "service", "machine": machine(), "load": load_note(), "model": model_note,
-            "ecgfm": ecgfm.__version__, "seconds_per_point": args.seconds,
+            "ecgfm": ecgfm.__version__, "seconds_per_point": args.seconds, "keepalive": args.keepalive,
             "warmup_s": args.warmup, "results": results, "stages_cpu_ms": stages(model_dir),
             "target": {"clients": TARGET_CLIENTS, "min_profiles_per_s": TARGET_RATE, "max_p99_s": TARGET_P99_S,
                        "met": {f"{r['backend']} x{r['workers']}": bool(
@@ -293,17 +308,23 @@ def page(result: dict) -> str:
         f"- Model: {result['model']}",
         f"- Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; {result['load']}",
         f"- {result['seconds_per_point']:g} s timed per point after {result['warmup_s']:g} s of warm-up; "
-        "the load generator runs on the same cores as the service",
+        "the load generator runs on the same cores as the service (its CPU per profile is a column below)",
+        "- " + ("Clients keep their connections (`--keepalive`): each stays with the worker that accepted it, so "
+                "with 2 workers the split of 8 clients can be uneven and throughput varies from run to run."
+                if result.get("keepalive") else
+                "Each request opens a new connection, so it goes to whichever worker accepts it (with kept-alive "
+                "connections, `--keepalive`, each client stays with one worker and 8 clients may split 6/2: "
+                "measured 23-52 profiles/s for PyTorch with 2 workers, against 48-49 with new connections)."),
         "", "| backend | workers | clients | profiles/s | p50 | p99 | max | records per forward pass | "
-        "RSS per worker, idle / peak MiB | server CPU per profile | failures |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "RSS per worker, idle / peak MiB | server CPU per profile | load generator CPU per profile | failures |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         lines.append(f"| {r['backend']} | {r['workers']} | {r['clients']} | {r['throughput_per_s']:.1f} | "
                      f"{_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | "
                      f"{r['records_per_forward_pass'] or 0:.1f} | "
                      f"{r['idle_rss_mb']:.0f} / {r['peak_rss_mb']:.0f} | {_ms(r['server_cpu_ms_per_profile'])} | "
-                     f"{r['failures']} |")
+                     f"{_ms(r.get('client_cpu_ms_per_profile'))} | {r['failures']} |")
     st = result["stages_cpu_ms"]
     cores = m["cores"] or 1
     lines += ["", "Where a profile's time goes (CPU ms per record, one thread, in-process; "
@@ -333,6 +354,8 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,onnx")
     parser.add_argument("--workers", default="1,2", help="uvicorn worker processes, e.g. 1,2")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keepalive", action="store_true",
+                        help="clients keep their connection (each stays with one worker) instead of one per request")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
