@@ -416,6 +416,42 @@ def test_ludb_atrial_fibrillation_has_no_pr():
         assert math.isnan(m.pr_ms) and math.isfinite(m.qrs_ms), record
 
 
+def test_measure_command_csv_jsonl_jobs_and_bad_files(tmp_path):
+    """``ecgfm measure``: one row per file equal to ``measure``, a bad file reported and counted,
+    the same rows with two worker processes."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    import ecgfm
+    from ecgfm.cli import app
+
+    good = [data_path("ludb", "data", f"{r}.hea") for r in ("2", "8", "50")]
+    bad = tmp_path / "broken.xml"
+    bad.write_text("<not an ecg")
+    runner = CliRunner()
+    out = tmp_path / "m.csv"
+    result = runner.invoke(app, ["measure", *map(str, good), str(bad), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "broken.xml" in result.output and "1 of 4 files failed" in result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["record_id"] for r in rows] == ["2", "8", "50"]
+    for row, path in zip(rows, good):
+        m = measure(ecgfm.read(path))
+        for key in ("heart_rate_bpm", "qrs_ms", "qt_ms", "qtc_bazett_ms", "qrs_axis_deg"):
+            assert float(row[key]) == pytest.approx(getattr(m, key), abs=0.051), key
+        assert row["pr_ms"] == ("" if math.isnan(m.pr_ms) else f"{round(m.pr_ms, 1)}")
+    assert rows[1]["pr_ms"] == ""  # LUDB 8: atrial fibrillation
+    jsonl = tmp_path / "m.jsonl"
+    result = runner.invoke(app, ["measure", *map(str, good), "--out", str(jsonl), "--jobs", "2", "--method", "beats"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [d["record_id"] for d in lines] == ["2", "8", "50"] and lines[1]["pr_ms"] is None
+    assert lines[0]["qrs_ms"] == pytest.approx(measure(ecgfm.read(good[0]), method="beats").qrs_ms, abs=0.051)
+    result = runner.invoke(app, ["measure", str(good[0]), "--method", "fast"])
+    assert result.exit_code != 0 and "unknown method" in result.output
+
+
 def test_import_stays_light():
     code = ("import sys, ecgfm; assert 'ecgfm.delineate' not in sys.modules; "
             "import ecgfm.delineate; heavy = {'neurokit2', 'torch', 'sklearn', 'pandas', 'matplotlib'} & set(sys.modules); "

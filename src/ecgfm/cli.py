@@ -65,9 +65,11 @@ def expand_inputs(paths: Iterable[Path]) -> tuple[list[Path], int]:
     return files, passed_over
 
 
-def _progress(items: list[T], label: str) -> Iterator[T]:
-    """Iterate with a progress bar on stderr when there is more than one item and a terminal."""
-    if len(items) <= 1 or not sys.stderr.isatty():
+def _progress(items: Iterable[T], label: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar on stderr when there is more than one item and a terminal
+    (``total``: the number of items, for an iterator without a length)."""
+    total = len(items) if total is None else total  # type: ignore[arg-type]
+    if total <= 1 or not sys.stderr.isatty():
         yield from items
         return
     from rich.console import Console
@@ -83,7 +85,7 @@ def _progress(items: list[T], label: str) -> Iterator[T]:
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=Console(stderr=True), transient=True,
     ) as progress:
-        task = progress.add_task(label, total=len(items))
+        task = progress.add_task(label, total=total)
         for item in items:
             yield item
             progress.advance(task)
@@ -264,6 +266,7 @@ def formats() -> None:
 def _add_subcommands() -> None:
     from ecgfm.active.cli import review_apply_command, review_queue_command
     from ecgfm.comorbidity.cli import comorbidity_command
+    from ecgfm.delineate.cli import measure_command
     from ecgfm.evaluate.cli import evaluate
     from ecgfm.labels.cli import app as labels_app
     from ecgfm.language.cli import report_command, zero_shot_command
@@ -279,6 +282,7 @@ def _add_subcommands() -> None:
     app.add_typer(labels_app, name="labels")
     app.add_typer(corpus_app, name="corpus")
     app.command("profile")(profile_command)
+    app.command("measure")(measure_command)
     app.command("serve")(serve_command)
     app.command("export")(export_command)
     app.command("build-corpus")(build_corpus_command)
