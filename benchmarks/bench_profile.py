@@ -9,6 +9,9 @@
 - Throughput: ``profile_many`` over ``--records`` PTB-XL records (``records100`` then
   ``records500`` of the shared data, cycled if fewer), batch 32, each profile serialised to
   JSON; without saliency over all records, with saliency over ``--saliency-records``.
+- The command line: ``ecgfm profile FILES --out DIR --no-saliency --jobs N`` over the same
+  ``--records`` records, wall time of the whole command (start-up, model loading, worker
+  processes and writing one JSON file per record included), for N = 1 and ``--jobs``.
 - Memory: peak resident set size (``ru_maxrss``) of the process doing each measurement; every
   measurement runs in its own process.
 
@@ -18,7 +21,7 @@ statement ids and benchmark groups); speed does not depend on the weights' value
 one ran is in the results. Threads: ``--threads`` (default 2; ``torch.set_num_threads``).
 
     python benchmarks/bench_profile.py [--quick] [--runs 50] [--records 1000]
-        [--saliency-records 100] [--threads 2] [--out docs/benchmarks]
+        [--saliency-records 100] [--threads 2] [--jobs 2] [--out docs/benchmarks]
 
 ``--quick`` does 5 runs and 64 records and writes to ``/tmp/ecgfm-bench-profile`` unless
 ``--out`` is given.
@@ -182,6 +185,21 @@ def stages(model, runs: int) -> dict:
     return {"stage_median_ms": out, "saliency_findings": len(targets)}
 
 
+def cli_throughput(model: str | None, n: int, jobs: int) -> dict:
+    """Wall time of ``ecgfm profile`` over ``n`` PTB-XL records, one JSON file each."""
+    files = ptbxl_records(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-c", "from ecgfm.cli import main; main()", "profile", *files, "--no-saliency",
+                   "--out", str(Path(tmp) / "out"), "--jobs", str(jobs), *(["--model", model] if model else [])]
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        seconds = time.perf_counter() - start
+        written = len(list((Path(tmp) / "out").glob("*.json"))) - 1  # less profile_run.json
+    if result.returncode != 0:
+        raise SystemExit(f"ecgfm profile --jobs {jobs} failed:\n{result.stderr[-3000:]}")
+    return {"jobs": jobs, "records": n, "written": written, "seconds": seconds, "profiles_per_s": n / seconds}
+
+
 def run(spec: dict) -> dict:
     result = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)],
                             capture_output=True, text=True, cwd=ROOT)
@@ -223,6 +241,15 @@ def page(result: dict) -> str:
     for r in result["throughput"]:
         lines.append(f"| top {r['saliency']} | {r['records']} | {r['profiles']} | {r['refused']} | "
                      f"{r['failed']} | {r['seconds']:.1f} | {r['profiles_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    if result.get("cli"):
+        lines += ["", "## The command line: `ecgfm profile FILES --out DIR --no-saliency --jobs N`", "",
+                  "| jobs | records | JSON files written | seconds (whole command) | profiles/s |",
+                  "|---:|---:|---:|---:|---:|"]
+        for r in result["cli"]:
+            lines.append(f"| {r['jobs']} | {r['records']} | {r['written']} | {r['seconds']:.1f} | "
+                         f"{r['profiles_per_s']:.1f} |")
+        lines += ["", "Start-up (imports, model loading; with `--jobs`, each worker's too) is in the time. "
+                  f"Load when these runs started: {result.get('cli_load', 'not recorded')}."]
     lines += ["", "Records are read from the shared PTB-XL folders (`records100` at 100 Hz, then "
               "`records500` at 500 Hz), so reading and resampling are part of the time. Refused "
               "records (quality or contract) are profiles too and are counted.", ""]
@@ -237,6 +264,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--saliency-records", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes of the command-line run")
+    parser.add_argument("--cli-only", action="store_true", help="only the command-line runs (the page keeps the rest)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.measure:
@@ -248,19 +277,28 @@ def main() -> None:
     load_before = load_note()
     with tempfile.TemporaryDirectory() as tmp:
         path, described = benchmark_model(Path(tmp) / "model")
-        base = {"model": None if path is None else str(path), "threads": args.threads}
-        latency = {}
-        for name, (top, html) in SETTINGS.items():
-            latency[name] = run({**base, "mode": "latency", "saliency": top, "html": html, "runs": args.runs})
-            print(f"latency {name}: median {latency[name]['median_ms']:.0f} ms", file=sys.stderr)
-        stage = run({**base, "mode": "stages", "runs": args.runs})
-        throughput = []
-        for top, n in ((0, args.records), (TOP, args.saliency_records)):
-            throughput.append(run({**base, "mode": "throughput", "saliency": top, "records": n}))
-            print(f"throughput top {top}: {throughput[-1]['profiles_per_s']:.1f}/s", file=sys.stderr)
-    result = {"machine": machine(), "model": described, "threads": args.threads,
-              "latency_record": str(RECORD.relative_to(ROOT)), "latency": latency, "stages": stage,
-              "throughput": throughput, "load_before": load_before, "load_after": load_note()}
+        model = None if path is None else str(path)
+        base = {"model": model, "threads": args.threads}
+        if args.cli_only:
+            result = json.loads((out / "profile.json").read_text())
+        else:
+            latency = {}
+            for name, (top, html) in SETTINGS.items():
+                latency[name] = run({**base, "mode": "latency", "saliency": top, "html": html, "runs": args.runs})
+                print(f"latency {name}: median {latency[name]['median_ms']:.0f} ms", file=sys.stderr)
+            stage = run({**base, "mode": "stages", "runs": args.runs})
+            throughput = []
+            for top, n in ((0, args.records), (TOP, args.saliency_records)):
+                throughput.append(run({**base, "mode": "throughput", "saliency": top, "records": n}))
+                print(f"throughput top {top}: {throughput[-1]['profiles_per_s']:.1f}/s", file=sys.stderr)
+            result = {"machine": machine(), "model": described, "threads": args.threads,
+                      "latency_record": str(RECORD.relative_to(ROOT)), "latency": latency, "stages": stage,
+                      "throughput": throughput, "load_before": load_before}
+        result["cli"], result["cli_load"] = [], load_note()
+        for jobs in sorted({1, args.jobs}):
+            result["cli"].append(cli_throughput(model, args.records, jobs))
+            print(f"ecgfm profile --jobs {jobs}: {result['cli'][-1]['profiles_per_s']:.1f}/s", file=sys.stderr)
+    result["load_after"] = load_note()
     write_results(out, "profile", result, page(result))
 
 

@@ -421,6 +421,35 @@ def test_cli_writes_reports_and_summary_and_counts_bad_files(model, tmp_path) ->
     assert (out / "00351_hr.pdf").read_bytes().startswith(b"%PDF")
 
 
+def test_cli_jobs_gives_the_profiles_of_one_process(model, tmp_path) -> None:
+    bad = tmp_path / "in" / "broken.hea"
+    bad.parent.mkdir()
+    bad.write_text("not a header\n")
+    files = [str(EXAMPLE), str(bad), str(OTHER), str(EXAMPLE)]
+    outputs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        result = CliRunner().invoke(_app(), ["profile", *files, "--model", str(model.path), "--out", str(out),
+                                             "--format", "json,html", "--top", "1", "--batch-size", "1",
+                                             "--jobs", jobs])
+        assert result.exit_code == 1, result.output
+        assert "broken.hea" in result.stderr and "1 of 4 files failed" in result.stderr
+        outputs[jobs] = out
+    names = sorted(p.name for p in outputs["2"].iterdir())
+    assert names == sorted(p.name for p in outputs["1"].iterdir())
+    assert "00351_hr-2.json" in names and "00351_hr.html" in names  # input order kept, names unique
+    summary = [json.loads(line) for line in (outputs["2"] / "profiles.jsonl").read_text().splitlines()]
+    assert [line["record_id"] for line in summary] == ["00351_hr", "00003_hr", "00351_hr"]
+    for name in ("00351_hr.json", "00003_hr.json"):
+        one, two = (json.loads((outputs[j] / name).read_text()) for j in ("1", "2"))
+        assert [c["id"] for c in one["conditions"]] == [c["id"] for c in two["conditions"]]
+        np.testing.assert_allclose([c["probability"] for c in one["conditions"]],
+                                   [c["probability"] for c in two["conditions"]], atol=1e-5)
+        assert one["measurements"] == two["measurements"] and one["calls"] == two["calls"]
+    assert "<svg" in (outputs["2"] / "00003_hr.html").read_text() or "data:image/png" in (
+        outputs["2"] / "00003_hr.html").read_text()
+
+
 def test_cli_refuses_html_without_an_output_folder(model) -> None:
     result = CliRunner().invoke(_app(), ["profile", str(EXAMPLE), "--model", str(model.path), "--format", "html"])
     assert result.exit_code == 2 and "--out" in result.output

@@ -68,22 +68,9 @@ def measure_files(paths: list[Path], method: str = "median", jobs: int = 1
     With ``jobs > 1`` the files go to that many processes, :data:`CHUNK` at a time, each with
     one BLAS thread (the work is per file).
     """
-    names = [str(p) for p in paths]
-    chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
-    if jobs <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            yield from _measure_chunk(chunk, method)
-        return
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from ecgfm.parallel import map_chunks
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # inherited by the workers: one thread each
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        for result in pool.map(_measure_chunk, chunks, [method] * len(chunks)):
-            yield from result
+    return map_chunks(_measure_chunk, [str(p) for p in paths], method, jobs=jobs, chunk=CHUNK)
 
 
 def measure_command(

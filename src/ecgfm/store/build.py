@@ -386,7 +386,9 @@ def _run_pool(ctx: BuildContext, plans: Sequence[PartPlan], workers: int) -> Ite
     if "forkserver" in methods:
         mp.set_forkserver_preload(["ecgfm.store.build", "ecgfm.preprocess", "ecgfm.quality"])
     window = 2 * workers  # tasks in flight: enough to keep workers busy, no more
-    with _one_blas_thread_per_process(), ProcessPoolExecutor(
+    from ecgfm.parallel import one_blas_thread_per_process
+
+    with one_blas_thread_per_process(), ProcessPoolExecutor(
             workers, mp_context=mp, initializer=_init_worker, initargs=(ctx,)) as pool:
         todo = list(plans)[::-1]
         running: set[Any] = set()
@@ -405,26 +407,6 @@ def _run_pool(ctx: BuildContext, plans: Sequence[PartPlan], workers: int) -> Ite
         finally:
             for future in running:
                 future.cancel()
-
-
-# A worker process is the unit of parallelism: BLAS/OpenMP thread pools inside each would
-# oversubscribe the cores (measured: 2 workers on 2 cores ran at 0.6x of 1 worker with
-# OpenBLAS's default threads, 1.7x with one thread each). Dask's nanny sets the same by default.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _one_blas_thread_per_process() -> Iterator[None]:
-    """Worker processes started in this block (and the forkserver) get one BLAS thread each,
-    unless the user set these variables; this process's own thread pools are already sized."""
-    added = [name for name in _THREAD_VARIABLES if name not in os.environ]
-    for name in added:
-        os.environ[name] = "1"
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 def _limit_threads() -> None:
