@@ -235,25 +235,28 @@ def page(result: dict) -> str:
               "| stage | median (ms) |", "|---|---:|"]
     for name, ms in result["stages"]["stage_median_ms"].items():
         lines.append(f"| {name} | {ms:.0f} |")
-    lines += ["", "## Throughput of `profile_many` (PTB-XL records, batch 32, JSON per profile)", "",
-              "| saliency | records | profiles | refused | failed | seconds | profiles/s | peak RSS (MB) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["throughput"]:
-        lines.append(f"| top {r['saliency']} | {r['records']} | {r['profiles']} | {r['refused']} | "
-                     f"{r['failed']} | {r['seconds']:.1f} | {r['profiles_per_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    lines += _table("Throughput of `profile_many` (PTB-XL records, batch 32, JSON per profile)",
+                    ["saliency", "records", "profiles", "refused", "failed", "seconds", "profiles/s", "peak RSS (MB)"],
+                    [[f"top {r['saliency']}", r["records"], r["profiles"], r["refused"], r["failed"],
+                      f"{r['seconds']:.1f}", f"{r['profiles_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
+                     for r in result["throughput"]])
     if result.get("cli"):
-        lines += ["", "## The command line: `ecgfm profile FILES --out DIR --no-saliency --jobs N`", "",
-                  "| jobs | records | JSON files written | seconds (whole command) | profiles/s |",
-                  "|---:|---:|---:|---:|---:|"]
-        for r in result["cli"]:
-            lines.append(f"| {r['jobs']} | {r['records']} | {r['written']} | {r['seconds']:.1f} | "
-                         f"{r['profiles_per_s']:.1f} |")
+        lines += _table("The command line: `ecgfm profile FILES --out DIR --no-saliency --jobs N`",
+                        ["jobs", "records", "JSON files written", "seconds (whole command)", "profiles/s"],
+                        [[r["jobs"], r["records"], r["written"], f"{r['seconds']:.1f}", f"{r['profiles_per_s']:.1f}"]
+                         for r in result["cli"]])
         lines += ["", "Start-up (imports, model loading; with `--jobs`, each worker's too) is in the time. "
                   f"Load when these runs started: {result.get('cli_load', 'not recorded')}."]
     lines += ["", "Records are read from the shared PTB-XL folders (`records100` at 100 Hz, then "
               "`records500` at 500 Hz), so reading and resampling are part of the time. Refused "
               "records (quality or contract) are profiles too and are counted.", ""]
     return "\n".join(lines)
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> list[str]:
+    """A section: its title and a Markdown table, the first column left-aligned, the others right."""
+    lines = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
 
 
 def main() -> None:
