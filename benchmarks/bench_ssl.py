@@ -29,14 +29,17 @@ What it does (every stage is cached under ``--cache``, default ``runs/bench_ssl`
    - **fine-tune**: ``ecgfm train`` with ``model.init`` = the pretrained model (or a random
      init), the default model's recipe (``configs/train/ptbxl_default.yaml``: random 5 s crops
      with augmentation, scored on the whole 10 s record, early stopping on fold 9) with a budget
-     per fraction;
+     per fraction; three runs at 1 % and 10 % (subset r, seed r) and one at 100 %;
+     ``--encoder-lr 1,0.1`` also tries a tenth of the learning rate for the encoder and keeps
+     the run with the better fold-9 AUROC;
 
    scored by macro AUROC over the five diagnostic superclasses and over every SCP statement
-   (those with a positive in folds 1-8 and both classes in fold 10), with 95 % bootstrap
-   intervals resampling patients, and each pretrained encoder compared with the random one in
-   the same setting by a paired bootstrap (difference, its interval, p-value).
+   (those with a positive in folds 1-8 and both classes in fold 10), averaged over the repeats,
+   with the 95 % bootstrap interval of that mean (patients resampled, the same resamples for
+   every run), and each pretrained encoder compared with the random one on the same subsets by a
+   paired bootstrap of the mean difference (difference, its interval, p-value).
 
-Results go to ``docs/benchmarks/ssl.json`` and ``.md`` (``--out`` to write elsewhere).
+Results go to ``docs/benchmarks/ssl.json`` and ``.md`` (``--out`` and ``--name`` to write elsewhere).
 """
 
 from __future__ import annotations
@@ -87,7 +90,12 @@ class Settings:
     pretrain_batch: int = 64
     probe_repeats: int = 3  # subsets drawn per fraction for the linear probe
     probe_cs: tuple[float, ...] = (0.01, 0.1, 1.0)  # L2 strengths tried on fold 9
-    finetune_repeats: int = 1  # subsets per fraction for fine-tuning (each is a training run)
+    # fraction -> fine-tuning runs (each a training run: subset r with seed r; the 100 % subset is
+    # the same in every repeat, so one run there)
+    finetune_repeats: dict[float, int] = field(default_factory=lambda: {0.01: 3, 0.1: 3, 1.0: 1})
+    # encoder learning rate / head learning rate tried per fine-tuning run; the one with the best
+    # fold-9 AUROC is kept (for every encoder, the random one included)
+    finetune_encoder_lr: tuple[float, ...] = (1.0,)
     # fraction -> (max_epochs, early-stopping patience, batch size); quick: (max_steps, -, batch)
     finetune: dict[float, tuple[int, int, int]] = field(default_factory=lambda: {
         0.01: (150, 30, 16), 0.1: (80, 15, 32), 1.0: (25, 8, 64)})
@@ -97,6 +105,7 @@ class Settings:
 FULL = Settings(quick=False)
 QUICK = Settings(quick=True, encoder_args={"widths": [16, 16, 32, 32], "stem_width": 16, "layers": [1, 1, 1, 1]},
                  pretrain_epochs=1, pretrain_steps=40, pretrain_batch=32, probe_repeats=1, probe_cs=(0.1,),
+                 finetune_repeats={0.01: 1, 0.1: 1, 1.0: 1},
                  finetune={0.01: (15, 0, 16), 0.1: (15, 0, 16), 1.0: (15, 0, 32)}, n_bootstrap=200)
 
 
@@ -320,55 +329,21 @@ def probe_curve(name: str, d: Downstream, s: Settings, pretrained: dict[str, dic
 
 def finetune_curve(name: str, d: Downstream, s: Settings, pretrained: dict[str, dict[str, Any]],
                    cache: Path) -> dict[str, Any]:
-    """Test predictions of fine-tuned models at every (fraction, repeat) (each run cached)."""
-    import pandas as pd
-
+    """Test predictions of fine-tuned models at every (fraction, repeat) (each run cached); of the
+    runs with each encoder learning-rate ratio, the one with the best fold-9 AUROC is kept."""
     from ecgfm.evaluate.efficiency import efficiency_subsets
     from ecgfm.evaluate.metrics import auroc
-    from ecgfm.models.portable import load_model
-    from ecgfm.train.config import load_config
-    from ecgfm.train.run import train
 
     subsets = efficiency_subsets(d.y["train"], d.patients["train"], fractions=FRACTIONS,
-                                 repeats=s.finetune_repeats, seed=0)
-    m = d.corpus.manifest
+                                 repeats=max(s.finetune_repeats.values()), seed=0)
     rows_out, preds = [], {}
     for (fraction, repeat), idx in subsets.items():
-        out = cache / f"ft_{name}_{fraction:g}_{repeat}"
-        pred_path = out / "test_predictions.npy"
-        meta_path = out / "result.json"
-        if not pred_path.is_file():
-            split = np.full(len(m), "none", dtype=object)
-            split[d.rows["train"][idx]] = "train"
-            split[d.rows["val"]] = "val"
-            split[d.rows["test"]] = "test"
-            out.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame({"record_id": m["record_id"], "split": split}).to_csv(out / "splits.csv", index=False)
-            budget, patience, batch = s.finetune[fraction]
-            length = [f"trainer.max_steps={budget}", "trainer.max_epochs=-1",
-                      "trainer.early_stopping_patience=null"] if s.quick else [
-                f"trainer.max_epochs={budget}", f"trainer.early_stopping_patience={patience}"]
-            init = [] if name == "random" else [f"model.init={pretrained[name]['model_dir']}"]
-            overrides = [
-                f"data.store={STORE}", f"data.overrides={out / 'splits.csv'}", f"out_dir={out / 'run'}",
-                f"data.labels={json.dumps(d.label_ids)}", "data.label_columns=[labels, superdiagnostic]",
-                "data.test_split=null", f"data.batch_size={min(batch, len(idx))}", "trainer.progress=none",
-                f"model.encoder_args={json.dumps({**s.encoder_args, 'head_dropout': 0.2})}",
-                "trainer.num_sanity_val_steps=0", "resume=auto", f"optim.warmup_steps={5 if s.quick else 50}",
-                *length, *init,
-            ]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t0 = time.perf_counter()
-                result = train(load_config(ROOT / "configs" / "train" / "ptbxl_default.yaml", overrides))
-                seconds = time.perf_counter() - t0
-            model = load_model(result["model_dir"])
-            ids = list(model.labels)
-            probs = _predict(model.encoder, _dataset(d, "test"))
-            order = [ids.index(k) for k in d.label_ids]
-            np.save(pred_path, probs[:, order].astype(np.float32))
-            meta_path.write_text(json.dumps({"global_step": result["global_step"], "seconds": seconds,
-                                             "val_auroc": result["val"].get("auroc")}))
+        if repeat >= s.finetune_repeats[fraction]:
+            continue
+        runs = [_finetune_run(name, d, s, pretrained, cache, fraction, repeat, idx, ratio)
+                for ratio in s.finetune_encoder_lr]
+        out = max(runs, key=lambda run: json.loads((run / "result.json").read_text())["val_auroc"])
+        pred_path, meta_path = out / "test_predictions.npy", out / "result.json"
         p = np.load(pred_path)
         meta = json.loads(meta_path.read_text())
         key = _key(idx)
@@ -379,6 +354,54 @@ def finetune_curve(name: str, d: Downstream, s: Settings, pretrained: dict[str, 
             row[g] = float(np.nanmean(auroc(d.y["test"][:, cols], p[:, cols])))
         rows_out.append(row)
     return {"table": rows_out, "preds": preds}
+
+
+def _finetune_run(name: str, d: Downstream, s: Settings, pretrained: dict[str, dict[str, Any]], cache: Path,
+                  fraction: float, repeat: int, idx: np.ndarray, encoder_lr: float) -> Path:
+    """One fine-tuning run (cached): its folder, with ``test_predictions.npy`` and ``result.json``."""
+    import pandas as pd
+
+    from ecgfm.models.portable import load_model
+    from ecgfm.train.config import load_config
+    from ecgfm.train.run import train
+
+    m = d.corpus.manifest
+    out = cache / (f"ft_{name}_{fraction:g}_{repeat}" + ("" if encoder_lr == 1.0 else f"_elr{encoder_lr:g}"))
+    pred_path = out / "test_predictions.npy"
+    meta_path = out / "result.json"
+    if not pred_path.is_file():
+        split = np.full(len(m), "none", dtype=object)
+        split[d.rows["train"][idx]] = "train"
+        split[d.rows["val"]] = "val"
+        split[d.rows["test"]] = "test"
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"record_id": m["record_id"], "split": split}).to_csv(out / "splits.csv", index=False)
+        budget, patience, batch = s.finetune[fraction]
+        length = [f"trainer.max_steps={budget}", "trainer.max_epochs=-1",
+                  "trainer.early_stopping_patience=null"] if s.quick else [
+            f"trainer.max_epochs={budget}", f"trainer.early_stopping_patience={patience}"]
+        init = [] if name == "random" else [f"model.init={pretrained[name]['model_dir']}"]
+        overrides = [
+            f"data.store={STORE}", f"data.overrides={out / 'splits.csv'}", f"out_dir={out / 'run'}",
+            f"data.labels={json.dumps(d.label_ids)}", "data.label_columns=[labels, superdiagnostic]",
+            "data.test_split=null", f"data.batch_size={min(batch, len(idx))}", "trainer.progress=none",
+            f"model.encoder_args={json.dumps({**s.encoder_args, 'head_dropout': 0.2})}",
+            "trainer.num_sanity_val_steps=0", "resume=auto", f"optim.warmup_steps={5 if s.quick else 50}",
+            f"optim.encoder_lr_ratio={encoder_lr}", f"seed={repeat}", *length, *init,
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            result = train(load_config(ROOT / "configs" / "train" / "ptbxl_default.yaml", overrides))
+            seconds = time.perf_counter() - t0
+        model = load_model(result["model_dir"])
+        ids = list(model.labels)
+        probs = _predict(model.encoder, _dataset(d, "test"))
+        order = [ids.index(k) for k in d.label_ids]
+        np.save(pred_path, probs[:, order].astype(np.float32))
+        meta_path.write_text(json.dumps({"global_step": result["global_step"], "seconds": seconds,
+                                         "val_auroc": result["val"].get("auroc"), "encoder_lr_ratio": encoder_lr}))
+    return out
 
 
 def _predict(encoder: Any, dataset: Any) -> np.ndarray:
@@ -399,37 +422,53 @@ def _predict(encoder: Any, dataset: Any) -> np.ndarray:
 # scoring
 # ---------------------------------------------------------------------------------------------
 def score_curves(curves: dict[str, dict[str, Any]], d: Downstream, s: Settings) -> list[dict[str, Any]]:
-    """One row per (encoder, mode, fraction, label group): mean AUROC over repeats, the
-    bootstrap interval of repeat 0, and the paired difference from the random encoder."""
+    """One row per (encoder, mode, fraction, label group): the macro AUROC averaged over the
+    repeats with its 95 % bootstrap interval, and the paired difference from the random encoder
+    (repeat r against the random encoder's repeat r, on the same subset).
+
+    Every bootstrap uses the same patient resamples (one seed), so a resample's value of the
+    mean over repeats is the mean of the repeats' values on it: the intervals are those of the
+    mean over repeats, which averages out part of the run-to-run variation of training.
+    """
     from ecgfm.evaluate.bootstrap import bootstrap, paired_bootstrap
 
     groups = _groups(d)
+    kw = {"groups": d.patients["test"], "metrics": "auroc", "n_resamples": s.n_bootstrap, "keep_samples": True}
     out = []
     for (encoder, mode), curve in curves.items():
         base = curves.get(("random", mode))
         for fraction in FRACTIONS:
-            rows = [r for r in curve["table"] if r["fraction"] == fraction]
-            first = min(rows, key=lambda r: r["repeat"])
+            rows = sorted((r for r in curve["table"] if r["fraction"] == fraction), key=lambda r: r["repeat"])
             for g, cols in groups.items():
                 y = d.y["test"][:, cols]
-                p = curve["preds"][first["key"]][:, cols]
-                boot = bootstrap(y, p, groups=d.patients["test"], metrics="auroc", n_resamples=s.n_bootstrap)
-                point, low, high = boot.macro["auroc"]
+                boots = [bootstrap(y, curve["preds"][r["key"]][:, cols], **kw) for r in rows]
+                point = float(np.mean([np.nanmean(b.point["auroc"]) for b in boots]))
+                low, high = _percentiles(np.mean([np.nanmean(b.samples["auroc"], axis=1) for b in boots], axis=0))
                 values = [r[g] for r in rows]
                 row = {"encoder": encoder, "mode": mode, "fraction": fraction, "labels": g,
                        "n_train": float(np.mean([r["n_train"] for r in rows])), "repeats": len(rows),
-                       "auroc": float(np.mean(values)), "auroc_sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                       "auroc_r0": point, "ci_low": low, "ci_high": high,
-                       "n_conditions": int(np.isfinite(boot.point["auroc"]).sum())}
+                       "auroc": point, "auroc_sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                       "ci_low": low, "ci_high": high, "n_conditions": int(np.isfinite(boots[0].point["auroc"]).sum())}
                 if base is not None and encoder != "random":
-                    brow = min((r for r in base["table"] if r["fraction"] == fraction), key=lambda r: r["repeat"])
-                    paired = paired_bootstrap(y, p, base["preds"][brow["key"]][:, cols], groups=d.patients["test"],
-                                              metrics="auroc", n_resamples=s.n_bootstrap)
-                    diff, dlow, dhigh, pval = paired.macro["auroc"]
+                    brows = {r["repeat"]: r for r in base["table"] if r["fraction"] == fraction}
+                    pairs = [paired_bootstrap(y, curve["preds"][r["key"]][:, cols],
+                                              base["preds"][brows[r["repeat"]]["key"]][:, cols], **kw)
+                             for r in rows if r["repeat"] in brows]
+                    diff = float(np.mean([pr.macro["auroc"][0] for pr in pairs]))
+                    samples = np.mean([np.nanmean(pr.samples["auroc"], axis=1) for pr in pairs], axis=0)
+                    dlow, dhigh = _percentiles(samples)
+                    ok = samples[~np.isnan(samples)]
+                    pval = float(min(1.0, 2 * min((ok <= 0).sum() + 1, (ok >= 0).sum() + 1) / (len(ok) + 1)))
                     row.update(diff_vs_random=diff, diff_low=dlow, diff_high=dhigh, p_value=pval,
-                               beats_random=bool(dlow > 0))
+                               paired_repeats=len(pairs), beats_random=bool(dlow > 0))
                 out.append(row)
     return out
+
+
+def _percentiles(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    ok = samples[~np.isnan(samples)]
+    low, high = np.quantile(ok, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
 
 
 def _page(result: dict[str, Any]) -> str:
@@ -468,8 +507,11 @@ def _page(result: dict[str, Any]) -> str:
                      f"{'-' if speed is None else f'{speed:.0f}'} |")
     lines += ["", "GPU throughput: not measured (this session had no GPU).", "",
               "## Data efficiency: macro AUROC on PTB-XL fold 10", "",
-              "Mean over repeats; [95 % bootstrap interval of repeat 0, resampling patients]; "
-              "difference from the random encoder in the same mode (paired bootstrap, repeat 0).", ""]
+              "Mean over repeats (linear probe: 3 subsets per fraction; fine-tune: "
+              + ", ".join(f"{k:g}: {v}" for k, v in sorted((float(k), v) for k, v in s["finetune_repeats"].items()))
+              + " runs, subset r with seed r) [95 % bootstrap interval of that mean, resampling patients]; "
+              "difference from the random encoder in the same mode, repeat r against repeat r on the same subset "
+              "(paired bootstrap of the mean difference).", ""]
     for labels in ("superdiagnostic", "all_statements"):
         lines += [f"### {labels.replace('_', ' ')}", "",
                   "| encoder | mode | fraction | n train | AUROC | 95 % CI | vs random | p |",
@@ -506,7 +548,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="downstream runs only for these encoders (random and/or objectives), then stop "
                              "without writing results: lets several processes share the work; a last run "
                              "without it collects the cached results")
+    parser.add_argument("--encoder-lr", default=None,
+                        help="comma-separated encoder/head learning-rate ratios to try per fine-tuning run, the "
+                             "best on fold 9 kept (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--name", default="ssl", help="results file name (<out>/<name>.json and .md)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -515,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     s = QUICK if args.quick else FULL
     if args.pretrain_epochs is not None:
         s = replace(s, pretrain_epochs=args.pretrain_epochs)
+    if args.encoder_lr is not None:
+        s = replace(s, finetune_encoder_lr=tuple(float(x) for x in args.encoder_lr.split(",") if x))
     cache = args.cache or ROOT / "runs" / ("bench_ssl_quick" if args.quick else "bench_ssl")
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -547,14 +595,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     scores = score_curves(curves, d, s)
     result = {
-        "machine": machine(), "load": load_note(), "settings": {**asdict(s), "finetune": {str(k): v for k, v in s.finetune.items()}},
+        "machine": machine(), "load": load_note(),
+        "settings": {**asdict(s), "finetune": {str(k): v for k, v in s.finetune.items()},
+                     "finetune_repeats": {str(k): v for k, v in s.finetune_repeats.items()}},
         "corpus": corpus, "pretraining": pretrained,
         "downstream": {"train": len(d.rows["train"]), "val": len(d.rows["val"]), "test": len(d.rows["test"]),
                        "statements": len(d.statements), "superclasses": list(SUPER)},
         "curves": {f"{e} / {m}": c["table"] for (e, m), c in curves.items()},
         "scores": scores, "seconds": round(time.perf_counter() - t0, 1), "note": args.note,
     }
-    write_results(args.out, "ssl", json.loads(json.dumps(result, default=float)), _page(result))
+    write_results(args.out, args.name, json.loads(json.dumps(result, default=float)), _page(result))
 
 
 if __name__ == "__main__":
