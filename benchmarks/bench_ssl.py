@@ -209,6 +209,42 @@ def pretrain_objective(name: str, s: Settings, cache: Path) -> dict[str, Any]:
     return keep
 
 
+def pretraining_throughput(objectives: list[str], s: Settings, cache: Path, steps: int = 40,
+                           threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """ECGs/s of each objective's training steps (data loading, forward, backward, optimizer;
+    no validation) over ``steps`` steps of batch ``s.pretrain_batch`` from a fresh model, with
+    1 and 2 threads; cached in ``<cache>/throughput.json`` as ``{"load": the machine's load
+    when measured, "ecgs_per_second": {objective: {threads: rate}}}``. Run it on a quiet machine:
+    the long pretraining runs share theirs with the other stages."""
+    import tempfile
+
+    import torch
+
+    from ecgfm.train.pretrain import pretrain
+
+    path = cache / "throughput.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {"load": load_note(), "ecgs_per_second": {}}
+    table: dict[str, dict[str, float]] = saved["ecgs_per_second"]
+    for name in objectives:
+        for n in threads:
+            if str(n) in table.get(name, {}):
+                continue
+            torch.set_num_threads(n)
+            with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = pretrain(ROOT / "configs" / "pretrain" / f"{name}.yaml", [
+                    f"out_dir={tmp}", f"data.store={STORE}", f"data.overrides={STORE / 'pretrain_splits.csv'}",
+                    f"data.batch_size={s.pretrain_batch}", "data.num_workers=0", "trainer.progress=none",
+                    "trainer.loggers=[csv]", "trainer.num_sanity_val_steps=0", "trainer.export=false",
+                    f"model.encoder_args={json.dumps({**s.encoder_args, 'head_dropout': 0.2})}",
+                    f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "resume=null"])
+            table.setdefault(name, {})[str(n)] = float(result["ecgs_per_second"])
+            print(f"throughput {name}, {n} thread(s): {table[name][str(n)]:.1f} ECGs/s", flush=True)
+            path.write_text(json.dumps(saved, indent=1))
+    torch.set_num_threads(1)
+    return saved
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. downstream data, probes and fine-tuning
 # ---------------------------------------------------------------------------------------------
@@ -505,6 +541,18 @@ def _page(result: dict[str, Any]) -> str:
         speed = r.get("ecgs_per_second")
         lines.append(f"| {name} | {r['global_step']} | {r['epoch']} | {r['val_loss']:.4f} | "
                      f"{'-' if speed is None else f'{speed:.0f}'} |")
+    lines += ["", "ECGs/s of the runs above: the runs shared the machine with the other stages, so these are "
+              "lower bounds."]
+    if result.get("throughput"):
+        rates = result["throughput"]["ecgs_per_second"]
+        counts = sorted({n for v in rates.values() for n in v}, key=int)
+        lines += ["", "Training throughput on the otherwise quiet machine (`--throughput`: 40 steps of batch "
+                  f"{s['pretrain_batch']} from a fresh model, data loading included, no validation; "
+                  f"{result['throughput']['load']} when it started):", "",
+                  "| objective | " + " | ".join(f"ECGs/s, {n} thread{'s' if n != '1' else ''}" for n in counts) + " |",
+                  "|---|" + "---|" * len(counts)]
+        for name, v in rates.items():
+            lines.append(f"| {name} | " + " | ".join(f"{v[n]:.0f}" if n in v else "-" for n in counts) + " |")
     lines += ["", "GPU throughput: not measured (this session had no GPU).", "",
               "## Data efficiency: macro AUROC on PTB-XL fold 10", "",
               "Mean over repeats (linear probe: 3 subsets per fraction; fine-tune: "
@@ -551,6 +599,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoder-lr", default=None,
                         help="comma-separated encoder/head learning-rate ratios to try per fine-tuning run, the "
                              "best on fold 9 kept (default 1)")
+    parser.add_argument("--throughput", action="store_true",
+                        help="first time each objective's training steps (1 and 2 threads); needs a quiet machine")
+    parser.add_argument("--throughput-only", action="store_true", help="time the training steps, then stop")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--name", default="ssl", help="results file name (<out>/<name>.json and .md)")
     args = parser.parse_args(argv)
@@ -575,6 +626,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(objectives) - set(OBJECTIVES))
     if unknown:
         raise SystemExit(f"unknown objective(s) {unknown} (known: {', '.join(OBJECTIVES)})")
+    throughput = None
+    if args.throughput or args.throughput_only:
+        throughput = pretraining_throughput(objectives, s, cache)
+        if args.throughput_only:
+            return
+    elif (cache / "throughput.json").is_file():
+        throughput = json.loads((cache / "throughput.json").read_text())
     pretrained = {}
     for name in objectives:
         pretrained[name] = pretrain_objective(name, s, cache)
@@ -598,7 +656,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(), "load": load_note(),
         "settings": {**asdict(s), "finetune": {str(k): v for k, v in s.finetune.items()},
                      "finetune_repeats": {str(k): v for k, v in s.finetune_repeats.items()}},
-        "corpus": corpus, "pretraining": pretrained,
+        "corpus": corpus, "pretraining": pretrained, "throughput": throughput,
         "downstream": {"train": len(d.rows["train"]), "val": len(d.rows["val"]), "test": len(d.rows["test"]),
                        "statements": len(d.statements), "superclasses": list(SUPER)},
         "curves": {f"{e} / {m}": c["table"] for (e, m), c in curves.items()},
