@@ -242,7 +242,7 @@ def pretraining_throughput(objectives: list[str], s: Settings, cache: Path, step
             print(f"throughput {name}, {n} thread(s): {table[name][str(n)]:.1f} ECGs/s", flush=True)
             saved["load"] = load_note()  # over the last minute: the measurement's own load
             path.write_text(json.dumps(saved, indent=1))
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     return saved
 
 
@@ -603,13 +603,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throughput", action="store_true",
                         help="first time each objective's training steps (1 and 2 threads); needs a quiet machine")
     parser.add_argument("--throughput-only", action="store_true", help="time the training steps, then stop")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of this process (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--name", default="ssl", help="results file name (<out>/<name>.json and .md)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
     if args.pretrain_epochs is not None:
         s = replace(s, pretrain_epochs=args.pretrain_epochs)
