@@ -31,11 +31,19 @@ Protocol (fixed before any result was seen; docs/active_learning.md repeats it):
 * Targets (issue 11): precision@K at least 3x random; the corrected model recovers at least
   half of the AUROC lost.
 
+Protocol v2 (fixed before the second draw's results; docs/active_learning.md): two more rankings,
+confident learning on cross-fitted linear probes over the frozen self-supervised masked-modelling
+encoder of bench_ssl.py (``--encoder``) and on the mean of the network's and the probe's
+probabilities (the ensemble, now the primary ranking whose top K is corrected: ``--primary``);
+the targets are assessed on a second noise draw, ``--noise-seed 12``.
+
 Every training runs in a subprocess with ``OMP_NUM_THREADS=1``, two at a time, logging to
 ``<cache>/logs/``; every run's outputs are cached under ``<cache>`` (default
 ``/tmp/ecgfm-bench-cache/active``), so a rerun resumes where it stopped.
 
-    python benchmarks/bench_active_learning.py            # the benchmark (about 60 min on 2 busy cores)
+    python benchmarks/bench_ssl.py --objectives masked --pretrain-only   # the encoder of the probes, once
+    python benchmarks/bench_active_learning.py --noise-seed 12 --name active_learning_v2   # v2, second draw
+    python benchmarks/bench_active_learning.py            # the first draw (about 60 min on 2 busy cores)
     python benchmarks/bench_active_learning.py --quick    # a smoke test of the pipeline (tiny runs)
 """
 
@@ -58,10 +66,13 @@ from _machine import load_note, machine, write_results  # noqa: E402
 
 STORE = ROOT / "corpora" / "ptbxl100"
 CONFIG = ROOT / "configs" / "train" / "ptbxl_default.yaml"
+ENCODER = ROOT / "runs" / "bench_ssl" / "pretrain_masked" / "model"  # 30 epochs of masked modelling, no labels
 CLASSES = ("CD", "HYP", "MI", "NORM", "STTC")
 LABELS = tuple(f"superdiagnostic:{c}" for c in CLASSES)
 RATES = (10, 20)
-METHODS = ("confident", "loss", "entropy", "bald", "random")
+NOISE_SEED = 11  # the first draw's seed (the one the protocol was fixed on)
+METHODS = ("confident", "probe", "ensemble", "loss", "entropy", "bald", "random")
+PRIMARY = "ensemble"  # the ranking whose top K is corrected (protocol v2; v1 used "confident")
 CONDITIONS = ("clean", "noisy", "top", "random")
 TINY = ["model.encoder_args={widths: [8, 8, 16, 16], stem_width: 8, layers: [1, 1, 1, 1], head_dropout: 0.5}"]
 
@@ -79,8 +90,12 @@ def recipe(args: argparse.Namespace) -> list[str]:
     return items + [f"trainer.max_epochs={args.epochs}"]
 
 
-def cache_dir(args: argparse.Namespace) -> Path:
-    return Path(args.cache) / ("quick" if args.quick else "full")
+def cache_dir(args: argparse.Namespace, noise_free: bool = False) -> Path:
+    """Where one noise draw's runs are kept; runs on clean labels are shared by every draw."""
+    base = "quick" if args.quick else "full"
+    if noise_free or args.noise_seed == NOISE_SEED:
+        return Path(args.cache) / base
+    return Path(args.cache) / f"{base}-noise{args.noise_seed}"
 
 
 def train_records(store: Path) -> tuple[list[str], np.ndarray]:
@@ -100,7 +115,7 @@ def make_noise(args: argparse.Namespace, rate: int) -> dict[str, Any]:
     out = cache_dir(args) / f"noise{rate}"
     out.mkdir(parents=True, exist_ok=True)
     ids, clean = train_records(args.store)
-    rng = np.random.default_rng([11, rate])
+    rng = np.random.default_rng([args.noise_seed, rate])
     n = round(rate / 100 * len(ids))
     chosen = np.sort(rng.choice(len(ids), size=n, replace=False))
     classes = rng.integers(0, len(CLASSES), size=n)
@@ -121,7 +136,16 @@ def make_noise(args: argparse.Namespace, rate: int) -> dict[str, Any]:
 # jobs (each in its own process, one thread)
 # ---------------------------------------------------------------------------------------------
 def run_dir(args: argparse.Namespace, name: str, seed: int) -> Path:
-    return cache_dir(args) / "runs" / f"{name}-s{seed}"
+    return cache_dir(args, noise_free=name == "clean") / "runs" / f"{name}-s{seed}"
+
+
+def run_name(args: argparse.Namespace, condition: str, rate: int) -> str:
+    """The cached run of a condition: the top-K runs carry the ranking that chose their records."""
+    if condition == "clean":
+        return "clean"
+    if condition == "top" and args.primary != "confident":
+        return f"top-{args.primary}{rate}"
+    return f"{condition}{rate}"
 
 
 def overrides_of(args: argparse.Namespace, name: str) -> Path | None:
@@ -129,7 +153,7 @@ def overrides_of(args: argparse.Namespace, name: str) -> Path | None:
         return None
     condition, rate = name[:-2], name[-2:]
     base = cache_dir(args) / f"noise{rate}"
-    return {"noisy": base / "noisy.csv", "top": base / "corrected_top.csv", "random": base / "corrected_random.csv"}[condition]
+    return base / ("noisy.csv" if condition == "noisy" else f"corrected_{condition}.csv")
 
 
 def job_train(args: argparse.Namespace, name: str, seed: int) -> None:
@@ -190,8 +214,12 @@ def rankings(args: argparse.Namespace, noise: dict[str, Any]) -> dict[str, Any]:
     _, _, mc = read_predictions(base / "oof" / "oof_mc.csv", LABELS)
     given, flipped = noise["noisy"], noise["flipped"]
     n, k = len(ids), int(flipped.sum())
+    probe, probe_info = probe_predictions(args, noise, ids)
+    both = np.stack([probs[0], probe])  # the network's and the probe's out-of-fold probabilities
     ranks = {
         "confident": confident_learning(given, probs, labels=labels),
+        "probe": confident_learning(given, probe, labels=labels),
+        "ensemble": confident_learning(given, both, labels=labels),
         "loss": sample_loss(given, probs, labels=labels),
         "entropy": uncertainty(probs, labels=labels, kind="entropy"),
         "bald": uncertainty(mc, labels=labels, kind="bald"),
@@ -213,10 +241,17 @@ def rankings(args: argparse.Namespace, noise: dict[str, Any]) -> dict[str, Any]:
     out["confident_right_class"] = right_class / max(len(hits), 1)
     out["auroc_oof_noisy"] = _macro_auroc(given, probs[0])
     out["auroc_oof_clean"] = _macro_auroc(noise["clean"], probs[0])
+    out["probe"] = {**probe_info, "auroc_oof_noisy": _macro_auroc(given, probe),
+                    "auroc_oof_clean": _macro_auroc(noise["clean"], probe)}
+    out["ensemble_auroc_oof_clean"] = _macro_auroc(noise["clean"], both.mean(axis=0))
+    out["primary"] = args.primary
 
     # the loop: queue -> simulated annotator (clean labels) -> fold_back -> overrides
-    for condition, method in (("top", "confident"), ("random", "random")):
-        queue = review_queue(ids, given, probs, labels, method=method, top=k, seed=0)
+    inputs = {"confident": probs, "probe": probe[None], "ensemble": both, "random": probs}
+    top_condition = run_name(args, "top", 0)[:-1]
+    for condition, method in ((top_condition, args.primary), ("random", "random")):
+        queue = review_queue(ids, given, inputs[method], labels, method="random" if method == "random" else "confident",
+                             top=k, seed=0)
         where = {r: i for i, r in enumerate(ids)}
         queue["corrected_labels"] = [";".join(labels[j] for j in np.flatnonzero(noise["clean"][where[r]])) or "none"
                                      for r in queue["record_id"]]
@@ -231,9 +266,31 @@ def rankings(args: argparse.Namespace, noise: dict[str, Any]) -> dict[str, Any]:
         expected = np.where(queued[:, None], noise["clean"], noise["noisy"])
         if not np.array_equal(after, expected):
             raise RuntimeError(f"fold_back of {condition}: the overrides do not give the expected labels")
-        out[f"corrected_{condition}"] = {"queued": k, "flips_fixed": int((queued & flipped).sum()),
+        out[f"corrected_{condition.split('-')[0]}"] = {"queued": k, "ranking": method, "flips_fixed": int((queued & flipped).sum()),
                                          "changed": summary["changed"], "confirmed": summary["unchanged"]}
     return out
+
+
+def probe_predictions(args: argparse.Namespace, noise: dict[str, Any], ids: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Out-of-fold probabilities of linear probes on the frozen self-supervised encoder, on the
+    network's folds (the same patients held out together)."""
+    import pandas as pd
+
+    from ecgfm.active import probe_out_of_fold
+
+    if not (args.encoder / "config.json").is_file():
+        raise SystemExit(f"{args.encoder}: no self-supervised encoder; pretrain it with "
+                         "python benchmarks/bench_ssl.py --objectives masked --pretrain-only")
+    base = noise["dir"]
+    oof = probe_out_of_fold(args.encoder, args.store, LABELS, folds=args.folds, out_dir=base / "probe",
+                            overrides=base / "noisy.csv", seed=0, window=10.0)
+    network_folds = pd.read_csv(base / "oof" / "folds.csv", dtype={"record_id": str})
+    if list(oof.record_ids) != ids or network_folds["fold"].tolist() != oof.folds.tolist():
+        raise RuntimeError(f"{base / 'probe'}: the probes' folds are not the network's")
+    if not np.array_equal(oof.given, noise["noisy"]):
+        raise RuntimeError(f"{base / 'probe'}: the probes were fitted on other labels than the noisy ones")
+    return oof.probabilities.astype(np.float64), {"C": oof.runs[0]["C"], "auroc_by_C": oof.runs[0]["auroc"],
+                                                   "encoder": str(args.encoder)}
 
 
 def _macro_auroc(y: np.ndarray, p: np.ndarray) -> float:
@@ -283,8 +340,7 @@ def evaluate_runs(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     pairs = {}
     for rate in RATES:
         for a, b in (("top", "noisy"), ("random", "noisy"), ("top", "random"), ("clean", "noisy")):
-            na = f"{a}{rate}" if a != "clean" else "clean"
-            ka, kb = f"{na}-s{args.seeds[0]}", f"{b}{rate}-s{args.seeds[0]}"
+            ka, kb = (f"{run_name(args, c, rate)}-s{args.seeds[0]}" for c in (a, b))
             if ka in preds and kb in preds:
                 r = paired_bootstrap(y, preds[ka], preds[kb], patients, metrics="auroc", n_resamples=args.resamples)
                 d_, lo, hi, pv = r.macro["auroc"]
@@ -301,11 +357,10 @@ def summarise(args: argparse.Namespace, ev: dict[str, Any]) -> dict[str, Any]:
         return [runs[f"{name}-s{s}"]["auroc"][0] for s in args.seeds if f"{name}-s{s}" in runs]
 
     out: dict[str, Any] = {}
-    clean = values("clean")
     for rate in RATES:
         row: dict[str, Any] = {}
         for condition in CONDITIONS:
-            v = clean if condition == "clean" else values(f"{condition}{rate}")
+            v = values(run_name(args, condition, rate))
             row[condition] = {"per_seed": v, "mean": float(np.mean(v)) if v else None,
                               "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None}
         if all(row[c]["mean"] is not None for c in CONDITIONS):
@@ -313,11 +368,11 @@ def summarise(args: argparse.Namespace, ev: dict[str, Any]) -> dict[str, Any]:
             row["lost"] = lost
             row["recovered_top"] = (row["top"]["mean"] - row["noisy"]["mean"]) / lost if lost else None
             row["recovered_random"] = (row["random"]["mean"] - row["noisy"]["mean"]) / lost if lost else None
-            seeds = [s for s in args.seeds if all(f"{n}-s{s}" in runs for n in
-                                                  ("clean", f"noisy{rate}", f"top{rate}", f"random{rate}"))]
+            names = [run_name(args, c, rate) for c in CONDITIONS]
+            seeds = [s for s in args.seeds if all(f"{n}-s{s}" in runs for n in names)]
             per_seed = []
             for s in seeds:
-                c, n_, t = (runs[f"{x}-s{s}"]["auroc"][0] for x in ("clean", f"noisy{rate}", f"top{rate}"))
+                c, n_, t = (runs[f"{x}-s{s}"]["auroc"][0] for x in names[:3])
                 per_seed.append((t - n_) / (c - n_) if c != n_ else None)
             row["recovered_top_per_seed"] = per_seed
             # seed-to-seed spread: the pooled sd of one run; the sd of a difference of two means
@@ -361,8 +416,12 @@ def page(result: dict[str, Any]) -> str:
         "K = the number of training records whose label was flipped. Random: the expected precision of "
         "K records drawn at random (the noise rate) with its standard deviation, and one seeded draw.",
         "",
-        "| noise | K | confident learning | per-sample loss | entropy | BALD (dropout) | random draw | random expected | confident / random |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Confident learning on three sets of out-of-fold probabilities: the trained network's, linear probes' on "
+        "the frozen self-supervised encoder's features, and their mean (ensemble); the others use the network's.",
+        "",
+        "| noise | K | confident learning (network) | (probe) | (ensemble) | per-sample loss | entropy | "
+        f"BALD (dropout) | random draw | random expected | {s['primary']} / random |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rate in RATES:
         r = result["rankings"].get(str(rate))
@@ -371,9 +430,9 @@ def page(result: dict[str, Any]) -> str:
         for kk in (r["n_flipped"], r["n_flipped"] // 2):
             p = {m: r["precision"][m][str(kk)] for m in METHODS}
             sd = r["random_sd"][str(kk)]
-            lines.append(f"| {rate}% | {kk} | {_f(p['confident'])} | {_f(p['loss'])} | {_f(p['entropy'])} | "
-                         f"{_f(p['bald'])} | {_f(p['random'])} | {_f(r['random_expected'])} ± {_f(sd)} | "
-                         f"{p['confident'] / r['random_expected']:.1f}x |")
+            lines.append(f"| {rate}% | {kk} | {_f(p['confident'])} | {_f(p['probe'])} | {_f(p['ensemble'])} | "
+                         f"{_f(p['loss'])} | {_f(p['entropy'])} | {_f(p['bald'])} | {_f(p['random'])} | "
+                         f"{_f(r['random_expected'])} ± {_f(sd)} | {p[s['primary']] / r['random_expected']:.1f}x |")
     lines += ["", "Confident learning in detail:", "",
               "| noise | records flagged | flips among the top K whose flipped class was flagged | "
               "OOF macro AUROC vs noisy / clean labels |", "|---|---|---|---|"]
@@ -382,9 +441,18 @@ def page(result: dict[str, Any]) -> str:
         if r:
             lines.append(f"| {rate}% | {r['confident_flagged']} of {r['n_train']} | {_f(r['confident_right_class'])} | "
                          f"{_f(r['auroc_oof_noisy'])} / {_f(r['auroc_oof_clean'])} |")
+    lines += ["", "Out-of-fold macro AUROC against the clean labels: network / probe (C chosen by cross-validated "
+              "AUROC against the noisy labels) / ensemble.", "", "| noise | network | probe | C | ensemble |",
+              "|---|---|---|---|---|"]
+    for rate in RATES:
+        r = result["rankings"].get(str(rate))
+        if r and "probe" in r:
+            lines.append(f"| {rate}% | {_f(r['auroc_oof_clean'])} | {_f(r['probe']['auroc_oof_clean'])} | "
+                         f"{r['probe']['C']:g} | {_f(r['ensemble_auroc_oof_clean'])} |")
     lines += ["", "## Retraining after correcting K records", "",
               "Test (fold 10) macro AUROC over the 5 superclasses, mean over seeds (± sd), and per seed with "
               "the patient-bootstrap 95% interval.", "",
+              f"Top K: the first K records of the {s['primary']} ranking.", "",
               "| noise | clean | noisy | top-K corrected | K random corrected | lost (clean - noisy) | "
               "recovered by top-K | recovered by random K |", "|---|---|---|---|---|---|---|---|"]
     for rate in RATES:
@@ -426,9 +494,10 @@ def targets(result: dict[str, Any]) -> list[str]:
         r = result["rankings"].get(str(rate))
         if r:
             k = r["n_flipped"]
-            ratio = r["precision"]["confident"][str(k)] / r["random_expected"]
-            out.append(f"{rate}% noise, precision@K (K = {k}) of confident learning = "
-                       f"{r['precision']['confident'][str(k)]:.3f}, {ratio:.1f}x random "
+            primary = result["settings"]["primary"]
+            ratio = r["precision"][primary][str(k)] / r["random_expected"]
+            out.append(f"{rate}% noise, precision@K (K = {k}) of the {primary} ranking = "
+                       f"{r['precision'][primary][str(k)]:.3f}, {ratio:.1f}x random "
                        f"(target >= 3x): {'met' if ratio >= 3 else 'NOT met'}")
         row = result["summary"].get(str(rate), {})
         if row.get("recovered_top") is not None:
@@ -455,7 +524,8 @@ def job_list(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         for r in RATES:
             jobs.append((f"train:noisy{r}:{seed}", []))
         for r in RATES:
-            jobs += [(f"train:top{r}:{seed}", [f"prep:{r}"]), (f"train:random{r}:{seed}", [f"prep:{r}"])]
+            jobs += [(f"train:{run_name(args, 'top', r)}:{seed}", [f"prep:{r}"]),
+                     (f"train:random{r}:{seed}", [f"prep:{r}"])]
     return jobs
 
 
@@ -487,7 +557,8 @@ def schedule(args: argparse.Namespace, noise: dict[int, dict[str, Any]], ranked:
             job = todo.pop(0)
             handle = open(logs / f"{job.replace(':', '_')}.log", "w")  # noqa: SIM115 (closed when the job ends)
             cmd = [sys.executable, __file__, "--job", job, "--cache", str(args.cache), "--epochs", str(args.epochs),
-                   "--folds", str(args.folds), "--mc-passes", str(args.mc_passes), "--store", str(args.store)]
+                   "--folds", str(args.folds), "--mc-passes", str(args.mc_passes), "--store", str(args.store),
+                   "--noise-seed", str(args.noise_seed), "--primary", args.primary, "--encoder", str(args.encoder)]
             if args.quick:
                 cmd.append("--quick")
             running[job] = (subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT), handle)
@@ -510,6 +581,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--workers", type=int, default=2, help="trainings at a time (one thread each)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the pipeline, not the figures")
+    parser.add_argument("--noise-seed", type=int, default=NOISE_SEED,
+                        help="seed of the label-noise draw (default 11, the first draw); other draws are cached apart")
+    parser.add_argument("--primary", default=PRIMARY, choices=("confident", "probe", "ensemble"),
+                        help="the ranking whose top K is corrected and retrained (v1 of the protocol: confident)")
+    parser.add_argument("--encoder", type=Path, default=ENCODER,
+                        help="the frozen self-supervised encoder of the probe rankings (from bench_ssl.py)")
+    parser.add_argument("--name", default="active_learning", help="results file name (<out>/<name>.json and .md)")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
@@ -530,13 +608,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     noise = {r: make_noise(args, r) for r in RATES}
     ranked: dict[str, Any] = {}
     schedule(args, noise, ranked)
-    names = ["clean"] + [f"{c}{r}" for r in RATES for c in ("noisy", "top", "random")]
+    names = ["clean"] + [run_name(args, c, r) for r in RATES for c in ("noisy", "top", "random")]
     ev = evaluate_runs(args, names)
     result: dict[str, Any] = {
         "machine": machine(), "load": load_note(),
         "settings": {"epochs": args.epochs, "folds": args.folds, "mc_passes": args.mc_passes, "seeds": args.seeds,
                      "resamples": args.resamples, "quick": args.quick, "labels": list(LABELS), "rates": list(RATES),
-                     "store": str(args.store)},
+                     "store": str(args.store), "noise_seed": args.noise_seed, "primary": args.primary,
+                     "encoder": str(args.encoder)},
         "rankings": ranked, "test": ev, "summary": summarise(args, ev),
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -551,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         print(json.dumps(result["targets"], indent=1))
         print(page(result))
         return result
-    write_results(args.out, "active_learning", result, page(result))
+    write_results(args.out, args.name, result, page(result))
     return result
 
 

@@ -511,3 +511,108 @@ def test_cli_review_queue_and_apply(oof_run: dict, store: Path, tmp_path: Path) 
     res = runner.invoke(app, ["review-queue", "--predictions", str(oof_run["dir"] / "oof.csv"), "--out",
                               str(tmp_path / "x.csv")])
     assert res.exit_code == 1 and "give --store" in res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-fitted linear probes on a frozen encoder
+# ---------------------------------------------------------------------------------------------
+def _separable(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features that encode two labels linearly (plus noise dimensions), and 4 folds."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    x = np.concatenate([3 * (y - 0.5) + 0.3 * rng.standard_normal((n, 2)), rng.standard_normal((n, 6))], axis=1)
+    return x, y, np.arange(n) % 4
+
+
+def test_cross_fit_probes_are_out_of_fold_and_find_a_flipped_label() -> None:
+    from ecgfm.active.probe import cross_fit_probes
+
+    x, clean, folds = _separable()
+    noisy = clean.copy()
+    noisy[7, 1] = 1 - noisy[7, 1]
+    p, info = cross_fit_probes(x, noisy, folds, cs=(0.1,))
+    assert p.shape == (120, 2) and p.dtype == np.float32 and info["C"] == 0.1 and set(info["auroc"]) == {"0.1"}
+    # record 7 is scored by a probe that never saw its (wrong) label: the probe follows its features
+    assert abs(p[7, 1] - clean[7, 1]) < 0.2
+    assert confident_learning(noisy, p).top(1).tolist() == [7]
+    # out of fold: changing a record's label does not change its own probability ...
+    again, _ = cross_fit_probes(x, clean, folds, cs=(0.1,))
+    np.testing.assert_allclose(again[7], p[7], atol=1e-6)
+    # ... while the other folds' probes move
+    assert not np.allclose(again[folds != folds[7]], p[folds != folds[7]], atol=1e-6)
+    # the strength kept is the one with the best cross-validated AUROC
+    _, info = cross_fit_probes(x, noisy, folds, cs=(1e-5, 1.0))
+    assert info["C"] == float(max(info["auroc"], key=lambda c: info["auroc"][c]))
+    # a multi-class task: one-hot rows, softmax probabilities
+    cls = np.eye(3)[np.argmax(x[:, :2] @ np.array([[1, 0, -1], [0, 1, -1]]), axis=1)]
+    pm, _ = cross_fit_probes(x, cls, folds, task="multiclass", cs=(1.0,))
+    np.testing.assert_allclose(pm.sum(axis=1), 1, atol=1e-5)
+    assert (pm.argmax(axis=1) == cls.argmax(axis=1)).mean() > 0.9
+    with pytest.raises(ValidationError, match="NaN or infinite"):
+        cross_fit_probes(np.where(np.arange(8) == 0, np.nan, x), noisy, folds)
+    with pytest.raises(ValidationError, match="at least two folds"):
+        cross_fit_probes(x, noisy, np.zeros(120, int))
+    with pytest.raises(ValidationError, match=r"must be \[N, D\], \[N, C\] and \[N\]"):
+        cross_fit_probes(x[:10], noisy, folds)
+
+
+def test_probe_out_of_fold_on_a_stored_corpus_and_the_cli(oof_run: dict, store: Path, tmp_path: Path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from ecgfm.active.cli import app
+    from ecgfm.active.probe import cross_fit_probes, probe_out_of_fold
+    from ecgfm.models.portable import load_model
+    from ecgfm.models.probe import extract_embeddings
+    from ecgfm.store.format import Corpus
+
+    encoder = oof_run["dir"] / "fold0" / "run" / "model"  # any portable model at the store's rate
+    base = oof_run["cfg"].data.overrides
+    lines: list[str] = []
+    oof = probe_out_of_fold(encoder, store, LABELS3, folds=2, out_dir=tmp_path / "probe", overrides=base,
+                            cs=(0.1, 1.0), log=lines.append)
+    m = _manifest(store)
+    train_ids = m.loc[m["split"] == "train", "record_id"].astype(str).tolist()
+    assert list(oof.record_ids) == train_ids and oof.labels == tuple(LABELS3)
+    assert oof.given[train_ids.index(oof_run["changed"])].tolist() == [0, 0, 1]  # after the overrides
+    assert sorted(np.bincount(oof.folds).tolist()) == [79, 79]
+    # the probabilities are those of probes cross-fitted on the encoder's embeddings
+    z = extract_embeddings(load_model(encoder), Corpus.open(store), split="train")
+    expected, info = cross_fit_probes(z, oof.given, oof.folds, cs=(0.1, 1.0))
+    np.testing.assert_allclose(oof.probabilities, expected, atol=1e-5)
+    assert oof.runs[0]["C"] == info["C"] and any(line.startswith("embedding 158 records") for line in lines)
+    saved = pd.read_csv(tmp_path / "probe" / "oof.csv")
+    assert saved["record_id"].astype(str).tolist() == train_ids
+    np.testing.assert_allclose(saved[LABELS3].to_numpy(), oof.probabilities, atol=1e-6)
+    # a rerun reads the embeddings back instead of embedding again
+    lines.clear()
+    again = probe_out_of_fold(encoder, store, LABELS3, folds=2, out_dir=tmp_path / "probe", overrides=base,
+                              cs=(0.1, 1.0), log=lines.append)
+    assert not any(line.startswith("embedding") for line in lines)
+    np.testing.assert_allclose(again.probabilities, oof.probabilities, atol=1e-6)
+    with pytest.raises(ValidationError, match="no record of the split 'train' is given"):
+        probe_out_of_fold(encoder, store, ["SR", "NOPE"], folds=2)
+
+    # the CLI: probes alone, then beside the network's out-of-fold predictions (their mean)
+    runner = CliRunner()
+    res = runner.invoke(app, ["review-queue", "--store", str(store), "--encoder", str(encoder), "--labels",
+                              ",".join(LABELS3), "--overrides", base, "--folds", "2", "--top", "5",
+                              "--out", str(tmp_path / "q_probe.csv")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "q_probe.csv.probe" / "oof.csv").is_file() and "wrote 5 of 158 records" in res.output
+    res = runner.invoke(app, ["review-queue", "--store", str(store), "-p", str(oof_run["dir"] / "oof.csv"),
+                              "--encoder", str(encoder), "--probe-dir", str(tmp_path / "probe"), "--overrides", base,
+                              "--folds", "2", "--top", "158", "--out", str(tmp_path / "q_both.csv")])
+    assert res.exit_code == 0, res.output
+    both = pd.read_csv(tmp_path / "q_both.csv", dtype={"record_id": str})
+    network = oof_run["oof"].probabilities
+    probe_p = probe_out_of_fold(encoder, store, LABELS3, folds=2, overrides=base).probabilities
+    ranking = confident_learning(oof_run["oof"].given, (network + probe_p) / 2)
+    assert both["record_id"].tolist() == [train_ids[i] for i in ranking.order()]
+    res = runner.invoke(app, ["review-queue", "--store", str(store), "--encoder", str(encoder),
+                              "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 1 and "give --labels" in res.output
+    res = runner.invoke(app, ["review-queue", "--store", str(store), "-p", str(oof_run["dir"] / "oof_mc.csv"),
+                              "--encoder", str(encoder), "--method", "uncertainty", "--uncertainty", "bald",
+                              "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 1 and "use it without --encoder" in res.output

@@ -4,6 +4,8 @@
   (confident learning, predictive uncertainty, per-sample loss, random) with a reason per record,
   and precision@K.
 * :mod:`~ecgfm.active.oof`: out-of-fold predictions by patient-grouped k-fold training.
+* :mod:`~ecgfm.active.probe`: out-of-fold predictions of cross-fitted linear probes on a frozen
+  encoder (seconds instead of k trainings).
 * :mod:`~ecgfm.active.review`: the review queue and the fold-back of corrected labels into a
   ``data.overrides`` file for retraining.
 * :mod:`~ecgfm.active.cli`: ``ecgfm review-queue`` and ``ecgfm review-apply``.
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         predict_split,
         read_predictions,
     )
+    from ecgfm.active.probe import cross_fit_probes, probe_out_of_fold
     from ecgfm.active.rank import (
         Ranking,
         confident_learning,
@@ -47,14 +50,14 @@ _LAZY = {
     "precision_at_k": "rank", "random_ranking": "rank", "rank": "rank", "recall_at_k": "rank",
     "sample_loss": "rank", "uncertainty": "rank",
     "OutOfFold": "oof", "out_of_fold": "oof", "patient_folds": "oof", "predict_split": "oof",
-    "read_predictions": "oof",
+    "read_predictions": "oof", "cross_fit_probes": "probe", "probe_out_of_fold": "probe",
     "fold_back": "review", "given_labels": "review", "read_queue": "review", "review_queue": "review",
     "write_queue": "review",
 }
 
 __all__ = [
-    "OutOfFold", "Ranking", "confident_learning", "confident_thresholds", "fold_back", "given_labels",
-    "label_issues", "out_of_fold", "patient_folds", "precision_at_k", "predict_split", "random_ranking", "rank",
+    "OutOfFold", "Ranking", "confident_learning", "confident_thresholds", "cross_fit_probes", "fold_back", "given_labels",
+    "label_issues", "out_of_fold", "patient_folds", "precision_at_k", "predict_split", "probe_out_of_fold", "random_ranking", "rank",
     "read_predictions", "read_queue", "recall_at_k", "review_queue", "sample_loss", "uncertainty", "write_queue",
 ]
 

@@ -48,11 +48,13 @@ def review_queue_command(
     task: Annotated[str | None, typer.Option("--task", help="multilabel (also binary) or multiclass (default: from the config's head, else multilabel).")] = None,
     rank_by: Annotated[str, typer.Option("--rank-by", help="confident: self_confidence or normalized_margin.")] = "self_confidence",
     kind: Annotated[str, typer.Option("--uncertainty", help="uncertainty: entropy, margin or bald (bald needs several predictions: --mc-passes or repeated --predictions).")] = "entropy",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random ranking.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random ranking and of the probes' folds (--encoder).")] = 0,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A training config: compute the out-of-fold predictions first (k folds, each trained with it) unless --predictions is given.")] = None,
     folds: Annotated[int, typer.Option("--folds", help="With --config: patient-grouped folds (k).")] = 5,
     oof_dir: Annotated[Path | None, typer.Option("--oof-dir", help="With --config: where the folds' runs and oof.csv go (default: <out_dir>/oof); a rerun resumes there.")] = None,
     mc_passes: Annotated[int, typer.Option("--mc-passes", help="With --config: dropout passes per held-out record (for --uncertainty bald).")] = 0,
+    encoder: Annotated[Path | None, typer.Option("--encoder", help="A frozen encoder (a portable model not trained on these labels, e.g. from ecgfm pretrain): out-of-fold predictions of linear probes on its features, in seconds; with --predictions or --config the ranking uses the mean of both.")] = None,
+    probe_dir: Annotated[Path | None, typer.Option("--probe-dir", help="With --encoder: where the embeddings (a cache), folds and the probes' oof.csv go (default: <out>.probe/).")] = None,
     config_overrides: Annotated[list[str] | None, typer.Argument(help="With --config: overrides section.key=value, e.g. trainer.max_epochs=15.", show_default=False)] = None,
 ) -> None:
     """Rank records for re-annotation by disagreement between their labels and out-of-fold predictions."""
@@ -99,13 +101,19 @@ def review_queue_command(
                     names, given = oof.labels, oof.given
         elif config_overrides:
             raise ValidationError(f"config overrides {config_overrides} need --config")
-        if probs is None:
-            if not predictions:
-                raise ValidationError("give --predictions FILE (out-of-fold predictions) or --config FILE to compute them")
+        if probs is None and predictions:
             ids, names, probs = read_predictions(predictions, names)
+        if probs is None and encoder is None:
+            raise ValidationError("give --predictions FILE (out-of-fold predictions), --config FILE to compute them, "
+                                  "or --encoder MODEL for linear probes on a frozen encoder")
         if the_store is None:
             raise ValidationError("give --store (the corpus store whose labels are reviewed)")
         the_store = the_store.parent if the_store.is_file() else the_store  # the manifest file -> its store
+        if encoder is not None:
+            ids, given, probs = _with_probes(encoder, the_store, ids, names, given, probs, folds=folds, seed=seed,
+                                             out_dir=probe_dir or out.with_name(out.name + ".probe"),
+                                             overrides=the_overrides, label_columns=label_columns,
+                                             task=the_task or "multilabel", bald=method == "uncertainty" and kind == "bald")
         if given is None:
             ids, given = given_labels(the_store, names, record_ids=ids, label_columns=label_columns,
                                       overrides=the_overrides)
@@ -128,6 +136,36 @@ def review_queue_command(
         return path
 
     _guard(job)
+
+
+def _with_probes(encoder: Path, store: Path, ids: list[str] | None, names: tuple[str, ...] | None, given: Any,
+                 probs: Any, *, folds: int, seed: int, out_dir: Path, overrides: Path | None, label_columns: Any,
+                 task: str, bald: bool) -> tuple[list[str], Any, Any]:
+    """Out-of-fold probe predictions, alone or beside the network's: ``(ids, given, probs [M, N, C])``."""
+    import numpy as np
+
+    from ecgfm.active.probe import probe_out_of_fold
+    from ecgfm.errors import ValidationError
+
+    if bald:
+        raise ValidationError("--uncertainty bald measures disagreement between dropout passes; use it without --encoder")
+    if names is None:
+        raise ValidationError("--encoder alone: give --labels (the label ids to review) or --config")
+    oof = probe_out_of_fold(encoder, store, names, folds=folds, out_dir=out_dir, overrides=overrides,
+                            label_columns=label_columns, seed=seed, task=task, log=_say)
+    _say(f"probe out-of-fold predictions: {oof.path}")
+    if probs is None:
+        return list(oof.record_ids), oof.given, oof.probabilities[None]
+    assert ids is not None
+    where = {r: i for i, r in enumerate(oof.record_ids)}
+    missing = [r for r in ids if r not in where]
+    if missing:
+        raise ValidationError(f"--encoder: {len(missing)} predicted records are not in the store's training split "
+                              f"(e.g. {missing[:3]})")
+    rows = [where[r] for r in ids]
+    # the network's predictions (the mean of several files or passes) and the probe's, equally weighted
+    both = np.stack([np.asarray(probs).mean(axis=0), oof.probabilities[rows]])
+    return ids, given if given is not None else oof.given[rows], both
 
 
 def review_apply_command(
